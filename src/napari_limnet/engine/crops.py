@@ -1,0 +1,156 @@
+"""Where the network looks: square regions of interest on a slice, and the crop <-> slice mapping.
+
+Every network input is a square crop resized to ``LimNetConfig.crop`` pixels; the engine, the training
+pipeline and the evaluation all go through these functions so that they see the same geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+MIN_ROI = 24
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A window on a slice: top-left corner (y0, x0) and extent (h, w) in slice pixels, square in
+    physical units so that anisotropic pixels look isotropic to the network. It may reach outside
+    the slice; the outside is filled with edge values."""
+
+    y0: int
+    x0: int
+    h: int
+    w: int
+
+    def to_crop(self, points_yx, crop: int) -> np.ndarray:
+        """Slice pixel coordinates -> crop pixel coordinates."""
+        scale = np.array([crop / self.h, crop / self.w], dtype=np.float32)
+        return (np.asarray(points_yx, dtype=np.float32).reshape(-1, 2) - (self.y0, self.x0) + 0.5) * scale - 0.5
+
+
+def _square(cy: float, cx: float, side_mm: float, spacing: tuple[float, float], snap: int) -> Roi:
+    h = max(1, int(np.ceil(side_mm / spacing[0] / snap)) * snap)
+    w = max(1, int(np.ceil(side_mm / spacing[1] / snap)) * snap)
+    grid = max(1, snap // 2)
+    return Roi(int(round((cy - h / 2) / grid)) * grid, int(round((cx - w / 2) / grid)) * grid, h, w)
+
+
+def full_roi(shape: tuple[int, int], spacing: tuple[float, float] = (1.0, 1.0)) -> Roi:
+    """The smallest centred window, square in millimetres, that holds the whole slice."""
+    h, w = shape
+    side_mm = max(h * spacing[0], w * spacing[1])
+    rh = max(h, int(round(side_mm / spacing[0])))
+    rw = max(w, int(round(side_mm / spacing[1])))
+    return Roi((h - rh) // 2, (w - rw) // 2, rh, rw)
+
+
+def roi_around(mask: np.ndarray | None, points_yx, shape: tuple[int, int],
+               spacing: tuple[float, float] = (1.0, 1.0), *, expand: float = 0.4, margin: int = 8) -> Roi:
+    """Window around the mask and the points, enlarged for context, snapped to a coarse grid so that
+    nearby requests map to the same window (and reuse cached features). Falls back to the full slice
+    when there is nothing to look at or the window would be larger than the slice."""
+    ys: list[float] = []
+    xs: list[float] = []
+    if mask is not None and mask.any():
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        ys += [rows[0], rows[-1]]
+        xs += [cols[0], cols[-1]]
+    for y, x in np.asarray(points_yx, dtype=float).reshape(-1, 2):
+        ys.append(y)
+        xs.append(x)
+    full = full_roi(shape, spacing)
+    if not ys:
+        return full
+    pix = min(spacing)
+    extent_mm = max((max(ys) - min(ys) + 1) * spacing[0], (max(xs) - min(xs) + 1) * spacing[1])
+    side_mm = max(MIN_ROI * pix, extent_mm * (1 + expand) + 2 * margin * pix)
+    roi = _square((min(ys) + max(ys)) / 2, (min(xs) + max(xs)) / 2, side_mm, spacing, snap=8)
+    if roi.h >= full.h or roi.w >= full.w:
+        return full
+    return roi
+
+
+def _window(image: np.ndarray, roi: Roi) -> np.ndarray:
+    """The ROI's pixels, edge-padded where it leaves the slice."""
+    h, w = image.shape
+    y1, x1 = roi.y0 + roi.h, roi.x0 + roi.w
+    cy0, cx0, cy1, cx1 = max(roi.y0, 0), max(roi.x0, 0), min(y1, h), min(x1, w)
+    win = image[cy0:cy1, cx0:cx1]
+    pads = ((cy0 - roi.y0, y1 - cy1), (cx0 - roi.x0, x1 - cx1))
+    if any(p for pair in pads for p in pair):
+        win = np.pad(win, pads, mode="edge")
+    return win
+
+
+def crop_image(image: np.ndarray, roi: Roi, crop: int) -> torch.Tensor:
+    """Slice (any numeric dtype, NaN tolerated) -> 1 x 1 x crop x crop float tensor normalised to
+    [0, 1] by the crop's own 1st/99th percentiles, so that CT, MRI and microscopy look alike."""
+    win = _window(image, roi).astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(win))[None, None]
+    return normalise(_resize(t, (crop, crop)))
+
+
+def _resize(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(t.shape[-2:]) == size:
+        return t
+    shrink = t.shape[-2] > size[0] or t.shape[-1] > size[1]
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False, antialias=shrink)
+
+
+def normalise(t: torch.Tensor) -> torch.Tensor:
+    """Robust per-image min-max to [0, 1]; NaNs become 0; a flat image becomes all zeros."""
+    flat = t.flatten(1)
+    finite = torch.isfinite(flat)
+    if not bool(finite.all()):
+        fill = torch.where(finite, flat, torch.full_like(flat, float("inf"))).amin(dim=1, keepdim=True)
+        fill = torch.where(torch.isfinite(fill), fill, torch.zeros_like(fill))
+        flat = torch.where(finite, flat, fill)
+    q = torch.quantile(flat, torch.tensor([0.01, 0.99], dtype=flat.dtype), dim=1).T  # B x 2
+    lo, hi = q[:, :1], q[:, 1:]
+    span = (hi - lo).clamp_min(1e-6)
+    out = ((flat - lo) / span).clamp_(0, 1)
+    out = torch.where(hi - lo > 1e-6, out, torch.zeros_like(out))
+    return out.view_as(t)
+
+
+def crop_mask(mask: np.ndarray, roi: Roi, crop: int) -> torch.Tensor:
+    """Binary slice mask -> 1 x 1 x crop x crop float tensor (area-weighted, values in [0, 1])."""
+    h, w = mask.shape
+    padded = np.zeros((roi.h, roi.w), np.float32)
+    y1, x1 = roi.y0 + roi.h, roi.x0 + roi.w
+    cy0, cx0, cy1, cx1 = max(roi.y0, 0), max(roi.x0, 0), min(y1, h), min(x1, w)
+    if cy1 > cy0 and cx1 > cx0:
+        padded[cy0 - roi.y0:cy1 - roi.y0, cx0 - roi.x0:cx1 - roi.x0] = mask[cy0:cy1, cx0:cx1]
+    return _resize(torch.from_numpy(padded)[None, None], (crop, crop))
+
+
+def paste_logits(logits: torch.Tensor, roi: Roi, shape: tuple[int, int]) -> np.ndarray:
+    """Crop logits (1 x 1 x S x S) -> boolean mask of the whole slice (outside the ROI: background)."""
+    h, w = shape
+    out = np.zeros((h, w), dtype=bool)
+    y1, x1 = roi.y0 + roi.h, roi.x0 + roi.w
+    cy0, cx0, cy1, cx1 = max(roi.y0, 0), max(roi.x0, 0), min(y1, h), min(x1, w)
+    if cy1 <= cy0 or cx1 <= cx0:
+        return out
+    up = logits.float()
+    if tuple(up.shape[-2:]) != (roi.h, roi.w):
+        up = F.interpolate(up, size=(roi.h, roi.w), mode="bilinear", align_corners=False)
+    out[cy0:cy1, cx0:cx1] = (up[0, 0, cy0 - roi.y0:cy1 - roi.y0, cx0 - roi.x0:cx1 - roi.x0] > 0).numpy()
+    return out
+
+
+def click_maps(pos_yx, neg_yx, crop: int, sigma: float = 4.0) -> torch.Tensor:
+    """Positive and negative clicks (crop coordinates) -> 1 x 2 x crop x crop Gaussian maps."""
+    grid = torch.arange(crop, dtype=torch.float32)
+    maps = torch.zeros(2, crop, crop)
+    for channel, points in enumerate((pos_yx, neg_yx)):
+        for y, x in np.asarray(points, dtype=np.float32).reshape(-1, 2):
+            gy = torch.exp(-((grid - float(y)) ** 2) / (2 * sigma**2))
+            gx = torch.exp(-((grid - float(x)) ** 2) / (2 * sigma**2))
+            maps[channel] = torch.maximum(maps[channel], gy[:, None] * gx[None, :])
+    return maps[None]

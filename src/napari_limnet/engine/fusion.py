@@ -1,0 +1,72 @@
+"""Multi-Round Result Fusion: which round's mask a slice shows. Pure bookkeeping, no network.
+
+Each round leaves a candidate mask on the slices it reached, with the quality head's predicted Dice.
+Per slice: the newest round that the user *owns* there (a click or a hand edit on that slice) wins;
+otherwise the best-scored candidate wins (ties go to the newer round). With fusion off, the newest
+candidate wins (the ablation the evaluation compares against).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SliceMask:
+    """A slice's binary mask stored as its bounding box, so that a round over 800 slices stays small."""
+
+    y0: int
+    x0: int
+    data: np.ndarray  # bool, the bounding box content (0 x 0 when empty)
+
+    @classmethod
+    def from_full(cls, mask: np.ndarray) -> SliceMask:
+        if not mask.any():
+            return cls(0, 0, np.zeros((0, 0), dtype=bool))
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        return cls(int(rows[0]), int(cols[0]), np.array(box, dtype=bool))
+
+    def to_full(self, shape: tuple[int, int]) -> np.ndarray:
+        out = np.zeros(shape, dtype=bool)
+        h, w = self.data.shape
+        out[self.y0:self.y0 + h, self.x0:self.x0 + w] = self.data
+        return out
+
+    @property
+    def empty(self) -> bool:
+        return self.data.size == 0
+
+
+@dataclass
+class Round:
+    """One committed interaction: a click round, a hand edit, or the initial mask the session got."""
+
+    kind: str  # "click" | "edit" | "initial"
+    candidates: dict[int, SliceMask] = field(default_factory=dict)
+    scores: dict[int, float] = field(default_factory=dict)
+    owned: set[int] = field(default_factory=set)
+
+
+def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[int, int], float]) -> int:
+    """Index of the round whose candidate slice ``z`` shows, or -1 if no round reached it.
+    ``score(round_index, z)`` supplies a missing score on demand (only the initial mask lacks them)."""
+    best, best_score = -1, -np.inf
+    for i in range(len(rounds) - 1, -1, -1):
+        r = rounds[i]
+        if z not in r.candidates:
+            continue
+        if z in r.owned:
+            return i
+        if not fusion:
+            if best < 0:
+                best = i
+            continue
+        s = r.scores[z] if z in r.scores else score(i, z)
+        if s > best_score:
+            best, best_score = i, s
+    return best

@@ -1,0 +1,154 @@
+"""The network side of a session: feature cache, the clicked slice's 2D mask, and propagation.
+
+Works on an oriented volume (slices along axis 0) and numpy slices in, numpy masks out.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from ..model import LimNet, SliceFeatures
+from .crops import Roi, click_maps, crop_image, crop_mask, full_roi, paste_logits, roi_around
+from .memory_bank import MemoryBank, pool_entry
+from .propagation import memory_step, resample_hidden
+
+EMPTY_STOP = 3  # consecutive empty slices after which propagation in a direction ends
+MIN_PIXELS = 3  # a predicted slice mask smaller than this counts as empty
+
+
+class NetworkRunner:
+    """Runs LIM-Net on the slices of one oriented volume; caches per-slice features across rounds."""
+
+    def __init__(self, net: LimNet, volume: np.ndarray, spacing: tuple[float, float], device: torch.device,
+                 *, cache_slices: int = 256, working_frames: int = 4, longterm_elements: int = 512) -> None:
+        self.volume = volume  # oriented view: slices along axis 0
+        self.spacing = spacing  # in-plane (row, column) spacing
+        self.crop = net.config.crop
+        self.cache_slices = cache_slices
+        self.working_frames = working_frames
+        self.longterm_elements = longterm_elements
+        self._cache: OrderedDict[tuple[int, Roi], tuple[torch.Tensor, SliceFeatures, torch.Tensor]] = OrderedDict()
+        self.to(net, device)
+
+    def to(self, net: LimNet, device: torch.device) -> None:
+        self.device = device
+        self.net = net.to(device).eval()
+        self.half = device.type == "cuda"
+        self._cache.clear()
+
+    @property
+    def slice_shape(self) -> tuple[int, int]:
+        return self.volume.shape[1], self.volume.shape[2]
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
+
+    def features(self, z: int, roi: Roi) -> tuple[torch.Tensor, SliceFeatures, torch.Tensor]:
+        """(image crop, features, key) of slice z in window roi, computed once and cached (LRU)."""
+        hit = self._cache.get((z, roi))
+        if hit is not None:
+            self._cache.move_to_end((z, roi))
+            return hit
+        image = crop_image(self.volume[z], roi, self.crop).to(self.device)
+        with self._autocast():
+            feats = self.net.encode_image(image)
+            key = self.net.encode_key(feats)
+        entry = (image, feats, key)
+        self._cache[(z, roi)] = entry
+        while len(self._cache) > self.cache_slices:
+            self._cache.popitem(last=False)
+        return entry
+
+    @torch.inference_mode()
+    def segment_slice(self, z: int, pos: list, neg: list, prev: np.ndarray) -> np.ndarray:
+        """The interaction module on slice z: all the slice's clicks plus its current mask -> 2D mask.
+        Without a previous mask the first pass sees the whole slice, then zooms in on its result."""
+        clicks = list(pos) + list(neg)
+        roi = roi_around(prev, clicks, self.slice_shape, self.spacing) if prev.any() else full_roi(
+            self.slice_shape, self.spacing)
+        mask = self._interact(z, roi, pos, neg, prev)
+        if not prev.any() and mask.any():
+            zoom = roi_around(mask, clicks, self.slice_shape, self.spacing)
+            if zoom != roi:
+                mask = self._interact(z, zoom, pos, neg, mask)
+        return mask
+
+    def _interact(self, z: int, roi: Roi, pos: list, neg: list, prev: np.ndarray) -> np.ndarray:
+        _, feats, _ = self.features(z, roi)
+        prompts = torch.cat([click_maps(roi.to_crop(pos, self.crop), roi.to_crop(neg, self.crop), self.crop),
+                             crop_mask(prev, roi, self.crop)], dim=1).to(self.device)
+        with self._autocast():
+            logits = self.net.interact(feats, prompts)
+        return paste_logits(logits.float().cpu(), roi, self.slice_shape)
+
+    @torch.inference_mode()
+    def score(self, z: int, mask: np.ndarray) -> float:
+        """Predicted Dice of ``mask`` on slice z (the quality head of MRF)."""
+        roi = roi_around(mask, [], self.slice_shape, self.spacing) if mask.any() else full_roi(
+            self.slice_shape, self.spacing)
+        image, _, _ = self.features(z, roi)
+        with self._autocast():
+            return float(self.net.score(image, crop_mask(mask, roi, self.crop).to(self.device))[0])
+
+    @torch.inference_mode()
+    def anchor_entries(self, anchors: dict[int, np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Memory entries of the user-interacted slices (permanent memory)."""
+        entries = []
+        for z, mask in sorted(anchors.items()):
+            roi = roi_around(mask, [], self.slice_shape, self.spacing) if mask.any() else full_roi(
+                self.slice_shape, self.spacing)
+            _, feats, key = self.features(z, roi)
+            with self._autocast():
+                value = self.net.encode_value(feats, crop_mask(mask, roi, self.crop).to(self.device))
+            entries.append(pool_entry(key.float(), value.float()))
+        return entries
+
+    @torch.inference_mode()
+    def propagate(self, start: int, mask: np.ndarray, step: int, anchors: dict[int, np.ndarray],
+                  entries: list, cancelled: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray, float]]:
+        """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask, predicted Dice).
+        Anchor slices are not predicted: their mask re-seeds the walk. After EMPTY_STOP empty slices
+        the rest of the direction is yielded empty with the last score."""
+        bank = MemoryBank(self.working_frames, self.longterm_elements)
+        for key, value in entries:
+            bank.add_permanent(key, value)
+        prev_mask = mask
+        prev_roi = roi_around(mask, [], self.slice_shape, self.spacing) if mask.any() else full_roi(
+            self.slice_shape, self.spacing)
+        hidden = self.net.initial_hidden(self.features(start, prev_roi)[1]).float()
+        empties, last_score = 0, 1.0
+        z = start + step
+        while 0 <= z < self.volume.shape[0]:
+            if cancelled():
+                return
+            if z in anchors:
+                prev_mask = anchors[z]
+                z += step
+                continue
+            if empties >= EMPTY_STOP:
+                yield z, np.zeros(self.slice_shape, dtype=bool), last_score
+                z += step
+                continue
+            roi = roi_around(prev_mask, [], self.slice_shape, self.spacing, expand=0.5) if prev_mask.any() else prev_roi
+            image, feats, key = self.features(z, roi)
+            hidden = resample_hidden(hidden, prev_roi, roi)
+            with self._autocast():
+                logits, hidden = memory_step(self.net, feats, key, bank, hidden,
+                                             crop_mask(prev_mask, roi, self.crop).to(self.device))
+                binary = (logits > 0).to(logits.dtype)
+                last_score = float(self.net.score(image, binary)[0])
+                value = self.net.encode_value(feats, torch.sigmoid(logits))
+            hidden = hidden.float()
+            bank.add(*pool_entry(key.float(), value.float()))
+            out = paste_logits(logits.float().cpu(), roi, self.slice_shape)
+            empties = empties + 1 if out.sum() < MIN_PIXELS else 0
+            if empties:
+                out[:] = False
+            yield z, out, last_score
+            prev_mask, prev_roi = out, roi
+            z += step

@@ -1,0 +1,296 @@
+"""The interactive session: clicks, rounds, propagation, fusion, undo. Numpy in, numpy out, no Qt.
+
+A session belongs to one object in one volume. Each click is a round: the clicked slice's 2D mask
+(all clicks ever made on that slice take part), propagation through the volume in both directions
+with every user-interacted slice as a permanent memory anchor, then Multi-Round Result Fusion.
+Rounds run one at a time; starting a round or calling ``cancel`` stops the one in progress, and a
+round that does not finish changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import LimNet, WeightsInfo, load_model
+from .device import configure_cpu_threads, resolve_device
+from .fusion import Round, SliceMask, choose_round
+from .runner import NetworkRunner
+
+EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
+
+
+@dataclass(frozen=True)
+class Click:
+    point: tuple[int, int, int]  # (z, y, x) in volume coordinates
+    positive: bool
+    round: int
+
+
+@dataclass(frozen=True)
+class RoundUpdate:
+    """One step of a running round: the fused mask of one slice, and progress."""
+
+    stage: str  # "slice" (the clicked slice, first) or "propagated"
+    index: tuple  # indexes a volume-shaped array at this slice
+    mask: np.ndarray  # 2D bool
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class RoundTiming:
+    first_mask_s: float
+    total_s: float
+    slices_propagated: int
+
+
+def _check_volume(volume) -> np.ndarray:
+    arr = np.asarray(volume)
+    if arr.ndim != 3:
+        raise ValueError(f"volume must be 3D, got {arr.ndim}D with shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"volume is empty (shape {arr.shape})")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+        raise ValueError(f"volume must hold real numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.floating) and not any(np.isfinite(s).any() for s in arr):
+        raise ValueError("volume holds no finite value (all NaN or infinite)")
+    return arr
+
+
+def _check_spacing(spacing) -> tuple[float, float, float]:
+    sp = tuple(float(s) for s in spacing)
+    if len(sp) != 3 or not all(np.isfinite(s) and s > 0 for s in sp):
+        raise ValueError(f"spacing must be three positive numbers, got {spacing!r}")
+    return sp
+
+
+class Session:
+    """Interactive segmentation of one object. See docs/engine-api.md for the contract."""
+
+    def __init__(self, volume, spacing=(1.0, 1.0, 1.0), axis: int = 0, device: str = "auto", *,
+                 weights: str | Path | tuple[LimNet, WeightsInfo] | None = None,
+                 initial_mask: np.ndarray | None = None, fusion: bool = True) -> None:
+        self.volume = _check_volume(volume)
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
+        self.axis = axis
+        self.spacing = _check_spacing(spacing)
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            configure_cpu_threads()
+        net, self.weights = weights if isinstance(weights, tuple) else load_model(weights)
+        self.fusion = fusion
+        self.shape = self.volume.shape
+        in_plane = tuple(s for i, s in enumerate(self.spacing) if i != axis)
+        self._runner = NetworkRunner(net, np.moveaxis(self.volume, axis, 0), in_plane, self.device)
+        self._mask = np.zeros(self.shape, dtype=bool)
+        self._omask = np.moveaxis(self._mask, axis, 0)  # oriented view, writes go through
+        self._rounds: list[Round] = []
+        self._clicks: list[Click] = []
+        self._base = 0  # rounds below this index (the initial mask) are not undoable
+        self._generation = 0
+        self._lock = threading.RLock()
+        self.last_timing: RoundTiming | None = None
+        if initial_mask is not None:
+            self._add_initial(initial_mask)
+
+    # ---- public state ---------------------------------------------------------------------------
+    @property
+    def mask(self) -> np.ndarray:
+        view = self._mask.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def rounds(self) -> int:
+        return len(self._rounds) - self._base
+
+    @property
+    def clicks(self) -> list[Click]:
+        return list(self._clicks)
+
+    @property
+    def n_slices(self) -> int:
+        return self.shape[self.axis]
+
+    def slice_index(self, z: int) -> tuple:
+        """Index of oriented slice z in a volume-shaped array."""
+        index = [slice(None)] * 3
+        index[self.axis] = z
+        return tuple(index)
+
+    # ---- rounds -----------------------------------------------------------------------------------
+    def click(self, point, positive: bool = True) -> np.ndarray:
+        """Run one round to completion and return the fused mask (unchanged if cancelled)."""
+        for _ in self.click_iter(point, positive):
+            pass
+        return self.mask
+
+    def click_iter(self, point, positive: bool = True) -> Iterator[RoundUpdate]:
+        """Run one round, yielding the clicked slice's mask first, then each propagated slice."""
+        vz, vy, vx = self._check_point(point)
+        oz, oy, ox = self._oriented((vz, vy, vx))
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+        start = time.perf_counter()
+        try:
+            yield from self._run_round(generation, (vz, vy, vx), (oz, oy, ox), bool(positive), start)
+        except torch.cuda.OutOfMemoryError:
+            if self.device.type != "cuda":
+                raise
+            warnings.warn("CUDA ran out of memory: continuing on the CPU", RuntimeWarning, stacklevel=2)
+            self._move_to_cpu()
+            yield from self._run_round(generation, (vz, vy, vx), (oz, oy, ox), bool(positive), start)
+
+    def cancel(self) -> None:
+        """Stop the running round (thread-safe); it commits nothing."""
+        with self._lock:
+            self._generation += 1
+
+    def edit(self, mask3d: np.ndarray) -> int:
+        """Record the user's hand edits: every slice where ``mask3d`` differs from the current result
+        becomes user-owned (kept by fusion, used as an anchor). Returns the number of edited slices."""
+        mask3d = np.asarray(mask3d, dtype=bool)
+        if mask3d.shape != self.shape:
+            raise ValueError(f"edited mask has shape {mask3d.shape}, volume has {self.shape}")
+        omask = np.moveaxis(mask3d, self.axis, 0)
+        with self._lock:
+            self._generation += 1
+            changed = [z for z in range(self.n_slices) if not np.array_equal(omask[z], self._omask[z])]
+            if not changed:
+                return 0
+            edit = Round("edit", {z: SliceMask.from_full(omask[z]) for z in changed}, {}, set(changed))
+            self._rounds.append(edit)
+            self._refuse(changed)
+            return len(changed)
+
+    def undo(self) -> bool:
+        """Remove the last round; the mask returns exactly to what it was before that round."""
+        with self._lock:
+            self._generation += 1
+            if len(self._rounds) <= self._base:
+                return False
+            removed = self._rounds.pop()
+            index = len(self._rounds)
+            self._clicks = [c for c in self._clicks if c.round < index]
+            self._refuse(sorted(removed.candidates))
+            return True
+
+    def reset(self) -> None:
+        """Forget every round (the initial mask too): an empty object."""
+        with self._lock:
+            self._generation += 1
+            self._rounds.clear()
+            self._clicks.clear()
+            self._base = 0
+            self._mask[...] = False
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _check_point(self, point) -> tuple[int, int, int]:
+        try:
+            coords = np.asarray(point, dtype=float).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a click is three coordinates (z, y, x), got {point!r}") from exc
+        if coords.size != 3 or not np.isfinite(coords).all():
+            raise ValueError(f"a click is three finite coordinates (z, y, x), got {point!r}")
+        idx = tuple(int(np.floor(c + 0.5)) for c in coords)
+        if not all(0 <= i < n for i, n in zip(idx, self.shape)):
+            raise ValueError(f"click {tuple(coords)} lies outside the volume of shape {self.shape}")
+        return idx
+
+    def _oriented(self, point: tuple[int, int, int]) -> tuple[int, int, int]:
+        rest = [p for i, p in enumerate(point) if i != self.axis]
+        return point[self.axis], rest[0], rest[1]
+
+    def _add_initial(self, initial_mask: np.ndarray) -> None:
+        mask = np.asarray(initial_mask, dtype=bool)
+        if mask.shape != self.shape:
+            raise ValueError(f"initial mask has shape {mask.shape}, volume has {self.shape}")
+        omask = np.moveaxis(mask, self.axis, 0)
+        self._rounds.append(Round("initial", {z: SliceMask.from_full(omask[z]) for z in range(self.n_slices)}))
+        self._base = 1
+        self._mask[...] = mask
+
+    def _score_missing(self, round_index: int, z: int) -> float:
+        r = self._rounds[round_index]
+        score = self._runner.score(z, r.candidates[z].to_full(self._runner.slice_shape))
+        r.scores[z] = score
+        return score
+
+    def _fused(self, rounds: list[Round], z: int) -> np.ndarray:
+        i = choose_round(rounds, z, fusion=self.fusion, score=self._score_missing)
+        if i < 0:
+            return np.zeros(self._runner.slice_shape, dtype=bool)
+        return rounds[i].candidates[z].to_full(self._runner.slice_shape)
+
+    def _refuse(self, slices) -> None:
+        for z in slices:
+            self._omask[z] = self._fused(self._rounds, z)
+
+    def _anchors(self, clicked: int, mask2d: np.ndarray) -> dict[int, np.ndarray]:
+        owned_click = {z for r in self._rounds if r.kind == "click" for z in r.owned}
+        edited = sorted({z for r in self._rounds if r.kind == "edit" for z in r.owned} - owned_click,
+                        key=lambda z: abs(z - clicked))[:EDIT_ANCHORS]
+        anchors = {z: self._omask[z].copy() for z in owned_click | set(edited)}
+        anchors[clicked] = mask2d
+        return anchors
+
+    def _run_round(self, generation: int, vpoint, opoint, positive: bool, start: float) -> Iterator[RoundUpdate]:
+        def cancelled() -> bool:
+            return self._generation != generation
+
+        oz, oy, ox = opoint
+        total = self.n_slices
+        with self._lock:
+            if cancelled():
+                return
+            index = len(self._rounds)
+            new_click = Click(tuple(vpoint), positive, index)
+            on_slice = [c for c in self._clicks if self._oriented(c.point)[0] == oz] + [new_click]
+            pos = [self._oriented(c.point)[1:] for c in on_slice if c.positive]
+            neg = [self._oriented(c.point)[1:] for c in on_slice if not c.positive]
+            mask2d = self._runner.segment_slice(oz, pos, neg, self._omask[oz].copy())
+            anchors = self._anchors(oz, mask2d)
+            entries = self._runner.anchor_entries(anchors)
+        first_mask_s = time.perf_counter() - start
+        new = Round("click", {oz: SliceMask.from_full(mask2d)}, {}, {oz})
+        done = 1
+        yield RoundUpdate("slice", self.slice_index(oz), mask2d, done, total)
+        trial = self._rounds + [new]
+        for step in (1, -1):
+            walk = self._runner.propagate(oz, mask2d, step, anchors, entries, cancelled)
+            while True:
+                with self._lock:
+                    if cancelled():
+                        return
+                    item = next(walk, None)
+                    if item is None:
+                        break
+                    z, out, score = item
+                    new.candidates[z] = SliceMask.from_full(out)
+                    new.scores[z] = score
+                    fused = self._fused(trial, z)
+                done += 1
+                yield RoundUpdate("propagated", self.slice_index(z), fused, done, total)
+        with self._lock:
+            if cancelled():
+                return
+            self._rounds.append(new)
+            self._clicks.append(new_click)
+            self._refuse(sorted(new.candidates))
+            self.last_timing = RoundTiming(first_mask_s, time.perf_counter() - start, len(new.candidates) - 1)
+
+    def _move_to_cpu(self) -> None:
+        torch.cuda.empty_cache()
+        self.device = torch.device("cpu")
+        configure_cpu_threads()
+        self._runner.to(self._runner.net.float(), self.device)
