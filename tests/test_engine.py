@@ -1,0 +1,272 @@
+"""The interactive Session: rounds, fusion, undo, cancellation, orientation and bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_limnet import Session
+from napari_limnet.engine.fusion import Round, SliceMask, choose_round
+from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
+from napari_limnet.model import load_model
+
+from synthetic import ellipsoid_volume
+
+
+@pytest.fixture(scope="module")
+def weights():
+    return load_model()
+
+
+@pytest.fixture
+def session(ellipsoid, weights):
+    image, _ = ellipsoid
+    return Session(image, spacing=(2.0, 1.0, 1.0), weights=weights)
+
+
+def test_click_returns_a_volume_mask_and_counts_a_round(session):
+    mask = session.click((12, 32, 32))
+    assert mask.shape == session.shape and mask.dtype == bool
+    assert session.rounds == 1
+    assert session.clicks[0].point == (12, 32, 32) and session.clicks[0].positive
+    assert session.last_timing.total_s >= session.last_timing.first_mask_s > 0
+
+
+def test_click_iter_yields_clicked_slice_first_then_propagated_slices(session):
+    updates = list(session.click_iter((12, 32, 32)))
+    assert updates[0].stage == "slice" and updates[0].index[0] == 12
+    assert all(u.stage == "propagated" for u in updates[1:])
+    assert updates[-1].done <= updates[-1].total == 24
+    seen = [u.index[0] for u in updates]
+    assert len(seen) == len(set(seen)) == 24  # every slice exactly once (early stop fills the rest)
+    for u in updates:  # what streamed in is what the session committed
+        assert np.array_equal(session.mask[u.index], u.mask)
+
+
+def test_mask_is_read_only(session):
+    session.click((12, 32, 32))
+    with pytest.raises(ValueError):
+        session.mask[0, 0, 0] = True
+
+
+def test_undo_and_reset_restore_earlier_results_exactly(session):
+    empty = session.mask.copy()
+    first = session.click((12, 32, 32)).copy()
+    session.click((12, 20, 20), positive=False)
+    session.click((5, 30, 40))
+    assert session.undo() and session.undo()
+    assert np.array_equal(session.mask, first)
+    assert session.rounds == 1 and len(session.clicks) == 1
+    assert session.undo()
+    assert np.array_equal(session.mask, empty)
+    assert not session.undo()
+    session.click((12, 32, 32))
+    session.reset()
+    assert not session.mask.any() and session.rounds == 0
+
+
+def test_closing_a_round_early_leaves_the_previous_result(session):
+    before = session.click((12, 32, 32)).copy()
+    it = session.click_iter((6, 30, 30), positive=False)
+    next(it)
+    next(it)
+    it.close()
+    assert np.array_equal(session.mask, before) and session.rounds == 1
+
+
+def test_cancel_from_another_thread_stops_the_round(session):
+    before = session.mask.copy()
+    started = threading.Event()
+    seen = []
+
+    def consume():
+        for u in session.click_iter((12, 32, 32)):
+            seen.append(u)
+            started.set()
+            threading.Event().wait(0.01)
+
+    worker = threading.Thread(target=consume)
+    worker.start()
+    started.wait(10)
+    session.cancel()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert len(seen) < 24
+    assert np.array_equal(session.mask, before) and session.rounds == 0
+
+
+def test_a_new_round_supersedes_the_running_one(session):
+    old = session.click_iter((12, 32, 32))
+    next(old)
+    mask = session.click((12, 30, 30))
+    assert list(old) == []  # the superseded round stops at its next slice
+    assert session.rounds == 1 and session.clicks[0].point == (12, 30, 30)
+    assert np.array_equal(session.mask, mask)
+
+
+def test_clicks_on_other_axes_propagate_along_that_axis(ellipsoid, weights):
+    image, _ = ellipsoid
+    for axis in (1, 2):
+        s = Session(image, axis=axis, weights=weights)
+        updates = list(s.click_iter((12, 32, 32)))
+        assert all(isinstance(u.index[axis], int) for u in updates)
+        assert updates[0].index[axis] == 32
+        assert updates[-1].total == image.shape[axis]
+        assert {u.index[axis] for u in updates} == set(range(image.shape[axis]))
+
+
+def test_edits_are_kept_and_undoable(session):
+    session.click((12, 32, 32))
+    before = session.mask.copy()
+    edited = before.copy()
+    edited[12] = False
+    edited[12, 10:20, 10:20] = True
+    assert session.edit(edited) == 1
+    assert np.array_equal(session.mask, edited)
+    session.click((3, 32, 32))  # a later round elsewhere never overrides the hand-edited slice
+    assert np.array_equal(session.mask[12], edited[12])
+    session.undo()
+    session.undo()
+    assert np.array_equal(session.mask, before)
+
+
+def test_initial_mask_is_the_starting_point(ellipsoid, weights):
+    image, reference = ellipsoid
+    s = Session(image, weights=weights, initial_mask=reference)
+    assert np.array_equal(s.mask, reference) and s.rounds == 0
+    s.click((12, 32, 32))
+    s.undo()
+    assert np.array_equal(s.mask, reference)
+    assert not s.undo()
+
+
+def test_fusion_keeps_the_better_scored_candidate_per_slice(ellipsoid, weights):
+    image, _ = ellipsoid
+    s = Session(image, weights=weights)
+    runner = s._runner
+    real_propagate = runner.propagate
+    controlled = {1: 0.9, 2: 0.1}  # predicted Dice of every propagated slice, per round
+
+    def scored(*args, **kwargs):
+        for z, mask, _ in real_propagate(*args, **kwargs):
+            yield z, mask, controlled[s.rounds + 1]
+
+    runner.propagate = scored
+    first = s.click((12, 32, 32)).copy()
+    s.click((12, 25, 25), positive=False)
+    # the clicked slice takes the newest result; every other slice keeps round 1 (0.9 > 0.1)
+    others = [z for z in range(24) if z != 12]
+    assert np.array_equal(s.mask[others], first[others])
+    controlled[2] = 0.95
+    s.undo()
+    s.click((12, 25, 25), positive=False)
+    second_round = s._rounds[-1]
+    for z in others:
+        assert np.array_equal(s.mask[z], second_round.candidates[z].to_full((64, 64)))
+
+
+def test_fusion_off_takes_the_newest_round(ellipsoid, weights):
+    image, _ = ellipsoid
+    s = Session(image, weights=weights, fusion=False)
+    s.click((12, 32, 32))
+    s.click((4, 20, 20), positive=False)
+    newest = s._rounds[-1]
+    for z in newest.candidates:
+        assert np.array_equal(s.mask[z], newest.candidates[z].to_full((64, 64)))
+
+
+def test_choose_round_rules():
+    m = SliceMask.from_full(np.ones((2, 2), bool))
+    rounds = [
+        Round("click", {0: m, 1: m, 2: m}, {1: 0.8, 2: 0.2}, {0}),
+        Round("click", {0: m, 1: m, 2: m}, {0: 0.99, 1: 0.5, 2: 0.6}, {5}),
+        Round("initial", {3: m}),
+    ]
+    never = pytest.fail  # scores are all present here except for the initial round
+
+    def lazy(i, z):
+        return 0.3
+
+    assert choose_round(rounds, 0, fusion=True, score=never) == 0  # owned by the user
+    assert choose_round(rounds, 1, fusion=True, score=never) == 0  # 0.8 beats 0.5
+    assert choose_round(rounds, 2, fusion=True, score=never) == 1  # 0.6 beats 0.2
+    assert choose_round(rounds, 3, fusion=True, score=lazy) == 2
+    assert choose_round(rounds, 4, fusion=True, score=never) == -1
+    assert choose_round(rounds, 1, fusion=False, score=never) == 1
+
+
+def test_memory_stays_within_budget_over_1000_slices():
+    bank = MemoryBank(working_frames=4, longterm_elements=512)
+    bank.add_permanent(*pool_entry(torch.rand(1, 32, 32, 32), torch.rand(1, 32, 32, 32)))
+    sizes = []
+    for _ in range(1000):
+        bank.add(*pool_entry(torch.rand(1, 32, 32, 32), torch.rand(1, 32, 32, 32)))
+        keys, values = bank.tensors()
+        bank.record_usage(torch.rand(keys.shape[-1]))
+        sizes.append(bank.nbytes)
+    budget = (1 + 4) * 256 + 512
+    assert bank.elements == budget
+    assert max(sizes) == sizes[-1] == sizes[100]
+
+
+def test_propagation_over_a_long_volume_keeps_memory_flat(weights):
+    image, _ = ellipsoid_volume(shape=(300, 32, 32), radii=(140, 10, 10))
+    s = Session(image, weights=weights)
+    s.click((150, 16, 16))
+    assert len(s._runner._cache) <= s._runner.cache_slices
+    assert s._rounds[-1].candidates.keys() == set(range(300))
+
+
+@pytest.mark.parametrize(
+    ("volume", "message"),
+    [
+        (np.zeros((4, 4)), "must be 3D"),
+        (np.zeros((2, 3, 4, 5)), "must be 3D"),
+        (np.zeros((0, 4, 4)), "empty"),
+        (np.full((3, 4, 4), np.nan), "no finite value"),
+        (np.array([[["a"]]]), "real numbers"),
+    ],
+)
+def test_bad_volumes_are_refused(volume, message, weights):
+    with pytest.raises(ValueError, match=message):
+        Session(volume, weights=weights)
+
+
+def test_nan_voxels_are_tolerated(ellipsoid, weights):
+    image, _ = ellipsoid
+    image = image.copy()
+    image[:, :5] = np.nan
+    s = Session(image, weights=weights)
+    assert s.click((12, 32, 32)).shape == image.shape
+
+
+@pytest.mark.parametrize("point", [(24, 0, 0), (-1, 3, 3), (0, 64, 0), (1, 2), (np.nan, 1, 1), "abc"])
+def test_clicks_outside_the_volume_are_refused_and_change_nothing(session, point):
+    with pytest.raises(ValueError):
+        session.click(point)
+    assert session.rounds == 0 and not session.mask.any()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"device": "tpu"}, "unknown device"), ({"axis": 3}, "axis"),
+                                                  ({"spacing": (1, 0, 1)}, "spacing")])
+def test_bad_options_are_refused(ellipsoid, weights, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Session(ellipsoid[0], weights=weights, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(ellipsoid, weights):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        Session(ellipsoid[0], device="cuda", weights=weights)
+
+
+def test_volume_is_never_modified(ellipsoid, weights):
+    image, _ = ellipsoid
+    copy = image.copy()
+    s = Session(image, weights=weights)
+    s.click((12, 32, 32))
+    s.click((12, 10, 10), positive=False)
+    assert np.array_equal(image, copy)

@@ -1,0 +1,96 @@
+"""The networks: shapes and dtypes through each module, size, and safe, checked weight loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_limnet.model import LimNet, LimNetConfig, WeightsError, count_parameters, load_model, save_weights
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return LimNet().eval()
+
+
+def test_parameter_count_is_compact(net):
+    assert count_parameters(net) < 10_000_000
+
+
+@torch.inference_mode()
+def test_interaction_module_shapes(net):
+    s = net.config.crop
+    feats = net.encode_image(torch.rand(2, 1, s, s))
+    assert feats.f2.shape == (2, net.config.c2, s // 2, s // 2)
+    assert feats.f4.shape == (2, net.config.c4, s // 4, s // 4)
+    assert feats.f8.shape == (2, net.config.c8, s // 8, s // 8)
+    logits = net.interact(feats, torch.rand(2, 3, s, s))
+    assert logits.shape == (2, 1, s, s) and logits.dtype == torch.float32
+
+
+@torch.inference_mode()
+def test_memory_module_shapes(net):
+    s, c = net.config.crop, net.config
+    feats = net.encode_image(torch.rand(1, 1, s, s))
+    key = net.encode_key(feats)
+    assert key.shape == (1, c.key_dim, s // 4, s // 4)
+    assert torch.allclose(key.norm(dim=1), torch.ones(1, s // 4, s // 4), atol=1e-4)
+    value = net.encode_value(feats, torch.rand(1, 1, s, s))
+    assert value.shape == (1, c.value_dim, s // 4, s // 4)
+    n = 300
+    readout, usage = net.read(key, torch.rand(1, c.key_dim, n), torch.rand(1, c.value_dim, n))
+    assert readout.shape == (1, c.value_dim, s // 4, s // 4)
+    assert usage.shape == (1, n)
+    # every query pixel distributes one unit of attention
+    assert usage.sum().item() == pytest.approx((s // 4) ** 2, rel=1e-4)
+    logits, hidden = net.decode(feats, readout, net.initial_hidden(feats), torch.rand(1, 1, s, s))
+    assert logits.shape == (1, 1, s, s)
+    assert hidden.shape == (1, c.hidden_dim, s // 4, s // 4)
+
+
+@torch.inference_mode()
+def test_quality_head_predicts_a_dice_per_mask(net):
+    q = net.score(torch.rand(3, 1, 96, 96), torch.rand(3, 1, 96, 96).round())
+    assert q.shape == (3,)
+    assert bool(((q >= 0) & (q <= 1)).all())
+
+
+def test_forward_is_not_a_stage(net):
+    with pytest.raises(NotImplementedError):
+        net(torch.rand(1, 1, 8, 8))
+
+
+def test_weights_round_trip_with_checksum(tmp_path):
+    torch.manual_seed(1)
+    net = LimNet(LimNetConfig(c2=8, c4=16, c8=32))
+    path = tmp_path / "w.pt"
+    sha = save_weights(net, path, meta={"name": "unit-test"})
+    loaded, info = load_model(path)
+    assert info.trained and info.sha256 == sha and info.name == "unit-test"
+    assert loaded.config == net.config
+    for a, b in zip(loaded.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_corrupt_weights_are_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "w.pt"
+    save_weights(LimNet(), path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="checksum mismatch"):
+        load_model(path)
+
+
+def test_missing_explicit_weights_raise(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_model(tmp_path / "absent.pt")
+
+
+def test_shipped_weights_load_and_say_what_they_are():
+    net, info = load_model()
+    assert isinstance(net, LimNet)
+    assert info.describe()
+    if info.trained:
+        assert len(info.sha256) == 64
