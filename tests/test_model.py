@@ -94,3 +94,21 @@ def test_shipped_weights_load_and_say_what_they_are():
     assert info.describe()
     if info.trained:
         assert len(info.sha256) == 64
+
+
+@torch.inference_mode()
+def test_folding_batchnorm_keeps_the_outputs():
+    from napari_limnet.model.limnet import fused_for_inference
+
+    net = LimNet().eval()
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    fused = fused_for_inference(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.rand(1, 1, 128, 128)
+    a, b = net.encode_image(x), fused.encode_image(x)
+    assert torch.allclose(a.f8, b.f8, atol=1e-4)
+    prompts = torch.rand(1, 3, 128, 128)
+    assert torch.allclose(net.interact(a, prompts), fused.interact(b, prompts), atol=1e-3)
+    assert torch.allclose(net.score(x, prompts[:, :1]), fused.score(x, prompts[:, :1]), atol=1e-4)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..model import LimNet, SliceFeatures
+from ..model.limnet import fused_for_inference
 from .crops import Roi, click_maps, crop_image, crop_mask, full_roi, paste_logits, roi_around
 from .memory_bank import MemoryBank, pool_entry
 from .propagation import memory_step, resample_hidden
@@ -37,7 +38,7 @@ class NetworkRunner:
 
     def to(self, net: LimNet, device: torch.device) -> None:
         self.device = device
-        self.net = net.to(device).eval()
+        self.net = fused_for_inference(net).to(device)
         self.half = device.type == "cuda"
         self._cache.clear()
 

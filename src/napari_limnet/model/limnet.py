@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .encoder import ImageEncoder, SliceFeatures
 from .interaction import InteractionModule
@@ -84,6 +86,20 @@ class LimNet(nn.Module):
 
     def score(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.quality(image, mask)
+
+
+def fused_for_inference(net: LimNet) -> LimNet:
+    """A copy of ``net`` (in eval mode) with every BatchNorm folded into its convolution: the same
+    outputs, fewer passes over memory on the CPU."""
+    fused = copy.deepcopy(net).eval()
+    for module in fused.modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                conv, bn = module[i], module[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(conv, bn)
+                    module[i + 1] = nn.Identity()
+    return fused
 
 
 def count_parameters(module: nn.Module) -> int:
