@@ -73,6 +73,26 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_view_parser(sub) -> None:
+    p = sub.add_parser("view", help="open napari with the LIM-Net widget (and a scan, or the sample)",
+                       description="Open napari with the LIM-Net dock widget. Without IMAGE, the bundled "
+                                   "brain MRI sample (pyradiomics, BSD-3) is loaded.")
+    p.add_argument("image", nargs="?", help="a scan to open (.nii, .nii.gz, .tif, .tiff)")
+
+
+def run_view(args: argparse.Namespace) -> int:
+    import napari
+
+    viewer = napari.Viewer(title="napari-limnet")
+    if args.image:
+        viewer.open(args.image, plugin="napari-limnet")
+    else:
+        viewer.open_sample("napari-limnet", "brain")
+    viewer.window.add_plugin_dock_widget("napari-limnet", "LIM-Net interactive segmentation")
+    napari.run()
+    return 0
+
+
 def _add_info_parser(sub) -> None:
     sub.add_parser("info", help="show the loaded weights and the available devices")
 
@@ -99,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment_parser(sub)
     add_eval_parser(sub)
     add_train_parser(sub)
+    _add_view_parser(sub)
     _add_info_parser(sub)
     return parser
 
@@ -112,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = run_segment(args)
         elif args.command == "info":
             code = run_info(args)
+        elif args.command == "view":
+            code = run_view(args)
         elif args.command == "eval":
             from .evaluation.cli import run_eval
 
