@@ -24,9 +24,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 def configure_cpu_threads() -> int:
-    """Use the physical cores but no more than 4: small convolutions gain nothing beyond that, and
-    oversubscription stalls the GUI thread (BLAS contention seen in napari)."""
-    wanted = max(1, min(4, os.cpu_count() or 1))
+    """Leave one core to the GUI thread and use at most 4: small convolutions gain little beyond
+    that, and oversubscription stalls napari (BLAS contention seen in napari)."""
+    wanted = max(1, min(4, (os.cpu_count() or 1) - 1))
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted

@@ -97,7 +97,8 @@ class Session:
         self._clicks: list[Click] = []
         self._base = 0  # rounds below this index (the initial mask) are not undoable
         self._generation = 0
-        self._lock = threading.RLock()
+        self._generation_lock = threading.Lock()  # never held during compute: cancel() returns at once
+        self._lock = threading.RLock()  # held while a slice is computed or the state changes
         self.last_timing: RoundTiming | None = None
         if initial_mask is not None:
             self._add_initial(initial_mask)
@@ -138,9 +139,7 @@ class Session:
         """Run one round, yielding the clicked slice's mask first, then each propagated slice."""
         vz, vy, vx = self._check_point(point)
         oz, oy, ox = self._oriented((vz, vy, vx))
-        with self._lock:
-            self._generation += 1
-            generation = self._generation
+        generation = self._next_generation()
         start = time.perf_counter()
         try:
             yield from self._run_round(generation, (vz, vy, vx), (oz, oy, ox), bool(positive), start)
@@ -152,9 +151,13 @@ class Session:
             yield from self._run_round(generation, (vz, vy, vx), (oz, oy, ox), bool(positive), start)
 
     def cancel(self) -> None:
-        """Stop the running round (thread-safe); it commits nothing."""
-        with self._lock:
+        """Stop the running round (thread-safe, returns at once); it commits nothing."""
+        self._next_generation()
+
+    def _next_generation(self) -> int:
+        with self._generation_lock:
             self._generation += 1
+            return self._generation
 
     def edit(self, mask3d: np.ndarray) -> int:
         """Record the user's hand edits: every slice where ``mask3d`` differs from the current result
@@ -163,8 +166,8 @@ class Session:
         if mask3d.shape != self.shape:
             raise ValueError(f"edited mask has shape {mask3d.shape}, volume has {self.shape}")
         omask = np.moveaxis(mask3d, self.axis, 0)
+        self.cancel()
         with self._lock:
-            self._generation += 1
             changed = [z for z in range(self.n_slices) if not np.array_equal(omask[z], self._omask[z])]
             if not changed:
                 return 0
@@ -175,8 +178,8 @@ class Session:
 
     def undo(self) -> bool:
         """Remove the last round; the mask returns exactly to what it was before that round."""
+        self.cancel()
         with self._lock:
-            self._generation += 1
             if len(self._rounds) <= self._base:
                 return False
             removed = self._rounds.pop()
@@ -187,8 +190,8 @@ class Session:
 
     def reset(self) -> None:
         """Forget every round (the initial mask too): an empty object."""
+        self.cancel()
         with self._lock:
-            self._generation += 1
             self._rounds.clear()
             self._clicks.clear()
             self._base = 0

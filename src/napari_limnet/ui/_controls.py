@@ -1,0 +1,84 @@
+"""The dock widget's controls and their help texts (layout only; behaviour lives in ``_widget``)."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+# key -> (action name, help); bound on the viewer and on the prompt layer
+KEYS = {
+    "t": ("toggle_negative", "Switch between positive and negative clicks (for trackpads)"),
+    "u": ("undo_round", "Undo the last round (click or hand edit) of this object"),
+    "Shift-R": ("reset_object", "Forget this object: its clicks, rounds and voxels"),
+    "Shift-C": ("clear_prompts", "Hide the prompt points (the result stays)"),
+    "n": ("commit_object", "Keep this object as it is and start the next one"),
+}
+KEY_OF = {action: key for key, (action, _) in KEYS.items()}
+MAX_LABEL = 65535  # the labels layer is uint16
+
+
+class Controls(QWidget):
+    """All widgets of the LIM-Net dock, laid out; nothing is connected here."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image to segment; prompt and labels layers are created for it")
+        form.addRow("Image", self.image_combo)
+        self.object_spin = QSpinBox()
+        self.object_spin.setRange(1, MAX_LABEL)
+        self.object_spin.setToolTip("Label value of the object being segmented; each object keeps its "
+                                    "own clicks and rounds")
+        form.addRow("Object", self.object_spin)
+        self.device_combo = QComboBox()
+        self.device_combo.setToolTip("Where the network runs. A change applies to objects started afterwards")
+        self.device_found = QLabel()
+        form.addRow("Device", self.device_combo)
+        form.addRow("", self.device_found)
+
+        self.negative_check = QCheckBox(f"Negative clicks ({KEY_OF['toggle_negative'].upper()})")
+        self.negative_check.setToolTip("Left clicks add negative prompts (right click always does)")
+        self.overwrite_check = QCheckBox("Overwrite other objects")
+        self.overwrite_check.setToolTip("Let this object take voxels that belong to other objects")
+
+        self.undo_button = self._button("Undo round", "undo_round")
+        self.reset_button = self._button("Reset object", "reset_object")
+        self.clear_button = self._button("Clear prompts", "clear_prompts")
+        self.commit_button = self._button("Commit ▸ next object", "commit_object")
+        buttons = QGridLayout()
+        for i, b in enumerate((self.undo_button, self.reset_button, self.clear_button, self.commit_button)):
+            buttons.addWidget(b, i // 2, i % 2)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("propagation %v/%m slices")
+        self.status = QLabel("Left click: object · right click: not object")
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.negative_check)
+        layout.addWidget(self.overwrite_check)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    @staticmethod
+    def _button(text: str, action: str) -> QPushButton:
+        key = KEY_OF[action]
+        button = QPushButton(text)
+        button.setToolTip(f"{KEYS[key][1]} [{key}]")
+        return button
