@@ -10,6 +10,8 @@ the finest axes first, and its probability map is interpolated back to full reso
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from skimage.segmentation import random_walker
 from skimage.transform import resize
@@ -47,7 +49,7 @@ class RandomWalkerSession:
     """Session-like wrapper: ``click(point, positive)`` returns the full-resolution mask after re-solving
     the walker with every click so far; ``reset()`` forgets the clicks but keeps the prepared volume."""
 
-    def __init__(self, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), *, budget: int = 1 << 18,
+    def __init__(self, volume: np.ndarray, spacing=(1.0, 1.0, 1.0), *, budget: int = 1 << 16,
                  beta: float = 130.0, seed_radius: int = 1):
         volume = np.asarray(volume)
         if volume.ndim != 3:
@@ -86,7 +88,10 @@ class RandomWalkerSession:
         if not (seeds == OBJECT).any():
             self.mask = np.zeros(self.shape, dtype=bool)
             return self.mask
-        prob = random_walker(self._image, seeds, beta=self._beta, mode="cg_j", tol=1e-3,
-                             spacing=self._spacing, return_full_prob=True)[0]
+        with warnings.catch_warnings():
+            # The iterative solver's probabilities may overshoot [0, 1] by ~tol; harmless at a 0.5 cut.
+            warnings.filterwarnings("ignore", message="The probability range is outside")
+            prob = random_walker(self._image, seeds, beta=self._beta, mode="cg_j", tol=1e-3,
+                                 spacing=self._spacing, return_full_prob=True)[0]
         self.mask = resize(prob, self.shape, order=1, preserve_range=True) > 0.5
         return self.mask

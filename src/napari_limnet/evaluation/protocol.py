@@ -21,6 +21,8 @@ import numpy as np
 from scipy import ndimage
 
 NOC_CAP = 20
+DICE_AT = (1, 3, 5, 10)
+NOC_AT = (0.85, 0.90)
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,6 @@ def next_click(pred: np.ndarray, ref: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Si
     return SimClick((z, y, x), best_positive)
 
 
-def dice_at(dices, clicks: int) -> float:
-    """Dice after ``clicks`` clicks; a sequence that stopped early (perfect result) keeps its last value."""
-    if clicks < 1 or not len(dices):
-        raise ValueError("Dice is defined after at least one click of a non-empty sequence")
-    return float(dices[min(clicks, len(dices)) - 1])
-
-
 def noc(dices, threshold: float, cap: int = NOC_CAP) -> int:
     """Number of clicks to reach ``threshold`` Dice, or ``cap`` when it is never reached within the
     first ``cap`` clicks (runs shorter than ``cap`` therefore count as failures, never as successes)."""
@@ -98,3 +93,10 @@ def noc(dices, threshold: float, cap: int = NOC_CAP) -> int:
         if value >= threshold:
             return k
     return cap
+
+
+def object_metrics(dices) -> dict[str, float]:
+    """Dice@k (for the k that were run; ``dices[k-1]`` is the Dice after k clicks) and NoC@85/90."""
+    metrics = {f"dice@{k}": float(dices[k - 1]) for k in DICE_AT if k <= len(dices)}
+    metrics.update({f"noc@{round(t * 100)}": noc(dices, t) for t in NOC_AT})
+    return metrics

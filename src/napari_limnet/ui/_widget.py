@@ -211,8 +211,8 @@ class LimNetWidget(Controls):
         return had
 
     def _cancel_running(self) -> None:
-        """Stop the worker at its next slice. The round's generator is abandoned before the Session
-        commits it (``Session.cancel`` is not used: it waits for the slice being computed)."""
+        """Stop the worker at its next slice: the round's generator is abandoned before the Session
+        commits it, so an abandoned round changes nothing."""
         if self.worker is not None:
             self.worker.quit()
 
