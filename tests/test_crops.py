@@ -1,0 +1,61 @@
+"""Where the network looks: windows, intensity normalisation, and the crop <-> slice round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_limnet.engine.crops import click_maps, crop_image, crop_mask, full_roi, paste_logits, roi_around
+
+
+def test_normalisation_ignores_the_intensity_scale():
+    rng = np.random.default_rng(0)
+    mri = rng.gamma(2.0, 50.0, (64, 64)).astype(np.float32)
+    roi = full_roi(mri.shape)
+    reference = crop_image(mri, roi, 64)
+    ct = mri * 7.5 - 1024  # same picture in another unit (e.g. Hounsfield-like)
+    micro = np.clip(mri * 100, 0, 65535).astype(np.uint16)
+    assert torch.allclose(crop_image(ct, roi, 64), reference, atol=1e-4)
+    assert torch.allclose(crop_image(micro, roi, 64), reference, atol=2e-3)
+    assert 0 <= float(reference.min()) and float(reference.max()) <= 1
+
+
+def test_nan_and_flat_slices_are_safe():
+    image = np.full((32, 32), 5.0, np.float32)
+    assert float(crop_image(image, full_roi(image.shape), 32).abs().max()) == 0
+    image[:10] = np.nan
+    image[20:] = 9.0
+    out = crop_image(image, full_roi(image.shape), 32)
+    assert torch.isfinite(out).all()
+
+
+def test_window_is_square_in_millimetres_on_anisotropic_slices():
+    mask = np.zeros((40, 200), bool)
+    mask[18:22, 90:110] = True
+    roi = roi_around(mask, [], mask.shape, spacing=(4.0, 1.0))
+    assert roi.h * 4.0 == pytest.approx(roi.w * 1.0, abs=8 * 4.0)
+    full = full_roi(mask.shape, spacing=(4.0, 1.0))
+    assert full.h * 4.0 == pytest.approx(full.w, abs=4.0)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0), (3.0, 0.7)])
+def test_mask_crop_and_paste_round_trip(spacing):
+    mask = np.zeros((90, 110), bool)
+    mask[30:60, 40:85] = True
+    roi = roi_around(mask, [(45, 50)], mask.shape, spacing)
+    logits = (crop_mask(mask, roi, 128) - 0.5) * 20
+    back = paste_logits(logits, roi, mask.shape)
+    assert (back ^ mask).sum() <= 0.02 * mask.sum()
+
+
+def test_window_falls_back_to_the_whole_slice_without_anything_to_look_at():
+    assert roi_around(np.zeros((50, 60), bool), [], (50, 60)) == full_roi((50, 60))
+
+
+def test_click_maps_peak_at_the_clicks():
+    maps = click_maps([(10, 20)], [(30, 5), (2, 2)], 40)
+    assert maps.shape == (1, 2, 40, 40)
+    assert tuple(np.unravel_index(int(maps[0, 0].argmax()), (40, 40))) == (10, 20)
+    assert float(maps[0, 1, 30, 5]) == pytest.approx(1.0) and float(maps[0, 1, 2, 2]) == pytest.approx(1.0)
+    assert float(maps[0, 0, 30, 5]) < 1e-6
