@@ -89,9 +89,10 @@ class RandomWalkerSession:
             self.mask = np.zeros(self.shape, dtype=bool)
             return self.mask
         with warnings.catch_warnings():
-            # The iterative solver's probabilities may overshoot [0, 1] by ~tol; harmless at a 0.5 cut.
+            # Tolerance 1e-2 instead of 1e-3 saves a third of the time and changed 2% of the mask's
+            # voxels on an ACDC case; probabilities may overshoot [0, 1] slightly, harmless at a 0.5 cut.
             warnings.filterwarnings("ignore", message="The probability range is outside")
-            prob = random_walker(self._image, seeds, beta=self._beta, mode="cg_j", tol=1e-3,
+            prob = random_walker(self._image, seeds, beta=self._beta, mode="cg_j", tol=1e-2,
                                  spacing=self._spacing, return_full_prob=True)[0]
         self.mask = resize(prob, self.shape, order=1, preserve_range=True) > 0.5
         return self.mask

@@ -1,0 +1,99 @@
+"""``limnet eval``: the simulated-click benchmark from the command line.
+
+``add_eval_parser(subparsers)`` and ``run_eval(args)`` are what the ``limnet`` command wires in;
+``main(argv)`` runs the same thing stand-alone (``python -m napari_limnet.evaluation``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_METHODS = "limnet,limnet-no-mrf,random-walker"
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    from .methods import METHODS
+
+    p.add_argument("data", help="folder laid out as <source>/<case>_image.nii.gz + <case>_label.nii.gz")
+    p.add_argument("--split", choices=("train", "val"), default=None,
+                   help="only the cases listed for this split in the splits file (default: all cases)")
+    p.add_argument("--splits", default=None, metavar="FILE",
+                   help="splits file, {source: {train: [...], val: [...]}} (default: DATA/splits.json)")
+    p.add_argument("--sources", default=None, help="comma-separated source folders (default: all)")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma-separated, from: {', '.join(METHODS)} (default: {DEFAULT_METHODS})")
+    p.add_argument("--max-clicks", type=int, default=20, help="clicks per object (default 20, the NoC cap)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="first N cases of each source only")
+    p.add_argument("--min-voxels", type=int, default=50, help="skip smaller objects (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed set before every object (default 0)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the network methods run (default auto)")
+    p.add_argument("--weights", default=None, help="LIM-Net weight file (default: the shipped weights)")
+    p.add_argument("--out", default="limnet-eval", metavar="DIR",
+                   help="output folder for objects.jsonl, summary.md and dice_vs_clicks.png "
+                        "(default limnet-eval)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no printed table")
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "eval", help="simulated-click benchmark of LIM-Net and baselines",
+        description="Run the simulated-click protocol (docs/evaluation.md) on every labelled object of a "
+                    "data folder, for each method, and write per-object JSON lines, a Markdown summary "
+                    "and a Dice-versus-clicks plot.")
+    _configure(p)
+    return p
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from .methods import MethodContext
+    from .report import plot_dice_curves, render_markdown
+    from .runner import evaluate, find_cases
+
+    methods = _split_list(args.methods)
+    if not methods:
+        raise ValueError("--methods is empty")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    cases = find_cases(args.data, split=args.split, splits_file=args.splits,
+                       sources=_split_list(args.sources), limit=args.limit)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    context = MethodContext(args.device, args.weights)
+    started = time.perf_counter()
+    records = evaluate(cases, methods, out / "objects.jsonl", context=context, max_clicks=args.max_clicks,
+                       min_voxels=args.min_voxels, seed=args.seed, progress=not args.quiet)
+    elapsed = time.perf_counter() - started
+    if not records:
+        raise ValueError(f"no objects of at least {args.min_voxels} voxels in the selected cases")
+    notes = [f"data: {args.data}" + (f", split {args.split}" if args.split else "")
+             + (f", first {args.limit} case(s) per source" if args.limit else ""),
+             f"{len(cases)} cases, methods {', '.join(methods)}, {args.max_clicks} clicks per object, "
+             f"seed {args.seed}, {elapsed:.0f} s in all", context.describe()]
+    text = render_markdown(records, notes)
+    (out / "summary.md").write_text(text)
+    plot_dice_curves(records, out / "dice_vs_clicks.png")
+    if not args.quiet:
+        print(text)
+    written = ", ".join(str(out / name) for name in ("objects.jsonl", "summary.md", "dice_vs_clicks.png"))
+    print(f"wrote {written}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="limnet eval", description="simulated-click benchmark")
+    _configure(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_eval(args)
+    except (ValueError, OSError) as exc:
+        print(f"limnet eval: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,149 @@
+"""Datasets and the evaluation loop: every object of every case, through every method, click by click,
+written as one JSON line per (object, method) as soon as it is done, so a long run keeps its results."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_limnet.io import read_volume
+
+from .methods import METHODS, MethodContext
+from .protocol import dice, first_click, next_click, object_metrics
+
+IMAGE_SUFFIX = "_image.nii.gz"
+LABEL_SUFFIX = "_label.nii.gz"
+
+
+@dataclass(frozen=True)
+class Case:
+    source: str
+    name: str
+    image: Path
+    label: Path
+
+
+def find_cases(root, *, split: str | None = None, splits_file=None, sources: Sequence[str] | None = None,
+               limit: int | None = None) -> list[Case]:
+    """Cases under ``root/<source>/<case>_image.nii.gz`` (+ ``_label.nii.gz``), sorted by source and name.
+
+    With ``split`` only the cases that ``splits_file`` (default ``root/splits.json``, format
+    ``{source: {"train": [...], "val": [...]}}``) lists for it are kept; a source missing from the file
+    is an error rather than silently dropped. ``limit`` keeps the first N cases of each source.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"data folder not found: {root}")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("*" + IMAGE_SUFFIX)))
+    if sources:
+        unknown = set(sources) - {p.name for p in folders}
+        if unknown:
+            raise ValueError(f"no source folder with images for: {', '.join(sorted(unknown))} in {root}")
+        folders = [p for p in folders if p.name in set(sources)]
+    if not folders:
+        raise ValueError(f"no <source>/<case>{IMAGE_SUFFIX} files under {root}")
+    splits = _read_splits(Path(splits_file) if splits_file else root / "splits.json") if split else None
+    cases = []
+    for folder in folders:
+        names = sorted(p.name[: -len(IMAGE_SUFFIX)] for p in folder.glob("*" + IMAGE_SUFFIX))
+        if splits is not None:
+            if split not in splits.get(folder.name, {}):
+                raise ValueError(f"the splits file has no {split!r} list for source {folder.name!r}")
+            listed = set(splits[folder.name][split])
+            missing = listed - set(names)
+            if missing:
+                raise ValueError(f"{folder.name}: split cases without images: {', '.join(sorted(missing))}")
+            names = [n for n in names if n in listed]
+        for name in names[:limit]:
+            label = folder / (name + LABEL_SUFFIX)
+            if not label.exists():
+                raise ValueError(f"{label} is missing (every image needs its label)")
+            cases.append(Case(folder.name, name, folder / (name + IMAGE_SUFFIX), label))
+    return cases
+
+
+def _read_splits(path: Path) -> dict:
+    if not path.exists():
+        raise ValueError(f"splits file not found: {path}")
+    return json.loads(path.read_text())
+
+
+def iter_objects(labels: np.ndarray, min_voxels: int = 50) -> Iterator[tuple[int, np.ndarray]]:
+    """(label value, binary mask) for each non-zero value with at least ``min_voxels`` voxels."""
+    values, counts = np.unique(labels[labels != 0], return_counts=True)
+    for value, count in zip(values, counts, strict=True):
+        if count >= min_voxels:
+            yield int(value), labels == value
+
+
+def simulate(session, ref: np.ndarray, spacing, max_clicks: int) -> dict:
+    """Run the protocol on one object. ``dice`` always has ``max_clicks`` entries: when a result is
+    perfect there is nothing left to click, so the remaining rounds keep its Dice. ``seconds`` is the
+    wall time of each click (the method's work only, not the protocol's)."""
+    clicks, dices, seconds = [], [], []
+    click = first_click(ref, spacing)
+    while click is not None and len(clicks) < max_clicks:
+        started = time.perf_counter()
+        mask = np.asarray(session.click(click.point, click.positive), dtype=bool)
+        seconds.append(time.perf_counter() - started)
+        clicks.append([*click.point, click.positive])
+        dices.append(dice(mask, ref))
+        click = next_click(mask, ref, spacing)
+    dices += dices[-1:] * (max_clicks - len(dices))
+    return {"clicks": clicks, "dice": dices, "seconds": seconds}
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed before every object, so one object's result does not depend on which ran before it."""
+    random.seed(seed)
+    np.random.seed(seed)
+    if "torch" in sys.modules:  # only the network methods load torch; do not import it for the others
+        sys.modules["torch"].manual_seed(seed)
+
+
+def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
+             context: MethodContext | None = None, max_clicks: int = 20, min_voxels: int = 50, seed: int = 0,
+             progress: bool = True) -> list[dict]:
+    """Evaluate ``methods`` on every object of ``cases``; write each record to ``jsonl_path`` (replaced)
+    as soon as it is complete, and return all records."""
+    from tqdm import tqdm
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if max_clicks < 1:
+        raise ValueError(f"max_clicks must be at least 1, got {max_clicks}")
+    context = context or MethodContext()
+    records = []
+    jsonl_path = Path(jsonl_path)
+    with open(jsonl_path, "w") as out, tqdm(cases, unit="case", disable=not progress, file=sys.stderr) as bar:
+        for case in bar:
+            image = read_volume(case.image)
+            labels = np.asarray(read_volume(case.label).data)
+            if labels.shape != image.data.shape:
+                raise ValueError(f"{case.label}: shape {labels.shape} differs from the image's "
+                                 f"{image.data.shape}")
+            objects = list(iter_objects(labels, min_voxels))
+            if not objects:
+                continue
+            for method in methods:
+                session = METHODS[method](image.data, image.spacing, context)
+                for value, ref in objects:
+                    bar.set_postfix_str(f"{case.source}/{case.name} label {value} {method}")
+                    seed_everything(seed)
+                    session.reset()
+                    record = {"source": case.source, "case": case.name, "label": value,
+                              "voxels": int(ref.sum()), "method": method,
+                              **simulate(session, ref, image.spacing, max_clicks)}
+                    record.update(object_metrics(record["dice"]))
+                    out.write(json.dumps(record) + "\n")
+                    out.flush()
+                    records.append(record)
+    return records

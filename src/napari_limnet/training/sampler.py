@@ -1,0 +1,89 @@
+"""Draws training samples: one object seen through a run of consecutive slices, from a real cached
+volume or a fresh synthetic one, along any axis where the volume is isotropic, augmented."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import augment
+from .data import Volume
+from .synthetic import synthetic_volume
+
+
+@dataclass
+class Sample:
+    """Slices z0, z0 + d, z0 + 2d, ... of one object (slice 0 always contains it)."""
+
+    image: np.ndarray  # N x H x W float32
+    mask: np.ndarray  # N x H x W bool
+    spacing: tuple[float, float]
+    anchor: int | None = None  # index of an extra slice (appended last) the "user" segmented earlier
+
+
+class Sampler:
+    def __init__(self, volumes: list[Volume], rng: np.random.Generator, *, synthetic_share: float,
+                 pool_size: int, min_voxels: int) -> None:
+        self.volumes = volumes
+        self.rng = rng
+        self.synthetic_share = synthetic_share if volumes else 1.0
+        self.min_voxels = min_voxels
+        self.pool = [synthetic_volume(rng, min_voxels) for _ in range(pool_size)] if self.synthetic_share else []
+        self.pool = [v for v in self.pool if v.objects]
+
+    def refresh(self) -> None:
+        """Replace one synthetic volume, so the generator keeps producing new shapes."""
+        if self.pool:
+            vol = synthetic_volume(self.rng, self.min_voxels)
+            if vol.objects:
+                self.pool[int(self.rng.integers(len(self.pool)))] = vol
+
+    def _volume(self) -> Volume:
+        if self.pool and self.rng.random() < self.synthetic_share:
+            return self.pool[int(self.rng.integers(len(self.pool)))]
+        return self.volumes[int(self.rng.integers(len(self.volumes)))]
+
+    def sample(self, length: int, with_anchor: bool = False) -> Sample:
+        rng = self.rng
+        while True:
+            vol = self._volume()
+            label = vol.objects[int(rng.integers(len(vol.objects)))]
+            axes = vol.reslice_axes() or (0,)
+            axis = int(axes[int(rng.integers(len(axes)))]) if 0 not in axes or rng.random() < 0.5 else 0
+            image, labels = np.moveaxis(vol.image, axis, 0), np.moveaxis(vol.labels, axis, 0)
+            obj = labels == label
+            present = np.flatnonzero(obj.reshape(obj.shape[0], -1).any(1))
+            n = obj.shape[0]
+            d = 1 if rng.random() < 0.5 else -1
+            starts = present[(present + d * (length - 1) >= 0) & (present + d * (length - 1) < n)]
+            if len(starts) == 0:
+                continue
+            z0 = int(starts[int(rng.integers(len(starts)))])
+            index = [z0 + d * i for i in range(length)]
+            anchor = None
+            if with_anchor and rng.random() < 0.3:
+                anchor = len(index)
+                index.append(int(present[int(rng.integers(len(present)))]))
+            img, msk = image[index], obj[index]
+            if img.dtype == np.uint8:
+                img = img.astype(np.float32) / 255.0
+            img, msk = self._field_of_view(img, msk)
+            spacing = tuple(np.delete(np.asarray(vol.spacing), axis))
+            img, msk, spacing = augment.geometry(rng, img, msk, spacing)
+            if not msk[0].any():  # rotated out of view
+                continue
+            return Sample(augment.intensity(rng, img), msk, spacing, anchor)
+
+    def _field_of_view(self, img: np.ndarray, msk: np.ndarray):
+        """Sometimes show only part of the slice around the object (changes the full-slice zoom)."""
+        if self.rng.random() > 0.3:
+            return img, msk
+        h, w = msk.shape[1:]
+        ys, xs = np.nonzero(msk[0])
+        out = []
+        for lo, hi, size in ((ys.min(), ys.max(), h), (xs.min(), xs.max(), w)):
+            extent = int(self.rng.integers(min(size, hi - lo + 16), size + 1))
+            start = int(self.rng.integers(max(0, hi + 1 - extent), min(lo, size - extent) + 1))
+            out.append(slice(start, start + extent))
+        return img[:, out[0], out[1]], msk[:, out[0], out[1]]

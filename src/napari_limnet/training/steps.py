@@ -1,0 +1,197 @@
+"""The batched training steps. Each one replays the engine's inference procedure (same windows,
+same prompts, same memory bank) with the model's own intermediate outputs, so that training sees what
+the network will see in use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, roi_around
+from ..engine.memory_bank import MemoryBank, pool_entry
+from ..engine.propagation import resample_hidden
+from ..model import LimNet
+from .rollout import interaction_inputs
+from .sampler import Sample
+from .simulate import error_click, interior_click, perturb_mask, slice_dice
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice per sample, averaged (an empty target is handled by the +1 smoothing)."""
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+    return (bce + dice).mean()
+
+
+@dataclass
+class QualityBuffer:
+    """Recent (image crop, binary mask crop, true slice Dice) triples for the quality head."""
+
+    capacity: int = 1024
+    images: list = field(default_factory=list)
+    masks: list = field(default_factory=list)
+    dices: list = field(default_factory=list)
+
+    def add(self, image: torch.Tensor, mask: torch.Tensor, dice: float) -> None:
+        self.images.append(image.detach().cpu().half())
+        self.masks.append((mask.detach().cpu() > 0.5).half())
+        self.dices.append(float(dice))
+        if len(self.dices) > self.capacity:
+            del self.images[0], self.masks[0], self.dices[0]
+
+    def batch(self, rng: np.random.Generator, size: int, device):
+        idx = rng.integers(len(self.dices), size=min(size, len(self.dices)))
+        image = torch.cat([self.images[i] for i in idx]).to(device).float()
+        mask = torch.cat([self.masks[i] for i in idx]).to(device).float()
+        return image, mask, torch.tensor([self.dices[i] for i in idx], device=device)
+
+
+def quality_loss(net: LimNet, buffer: QualityBuffer, rng, size: int, device) -> torch.Tensor:
+    image, mask, dice = buffer.batch(rng, size, device)
+    return F.smooth_l1_loss(net.score(image, mask).float(), dice, beta=0.1)
+
+
+def add_perturbed(buffer: QualityBuffer, rng, image: torch.Tensor, ref: np.ndarray, roi: Roi, crop: int):
+    """A hand-made wrong (or right, or empty) mask, so the quality head sees the whole Dice range."""
+    r = rng.random()
+    wrong = np.zeros_like(ref) if r < 0.15 else ref if r < 0.3 else perturb_mask(rng, ref)
+    m = crop_mask(wrong, roi, crop) > 0.5
+    buffer.add(image, m.float(), slice_dice(paste_logits(m.float() * 2 - 1, roi, ref.shape), ref))
+
+
+@dataclass
+class _Click2D:
+    """The state of one simulated interaction on one slice."""
+
+    image: np.ndarray
+    ref: np.ndarray
+    spacing: tuple[float, float]
+    pos: list
+    neg: list
+    prev: np.ndarray
+    roi: Roi
+    zoom_pending: bool  # the last round started from an empty mask: the engine zooms in next
+
+
+def _start(rng, s: Sample) -> _Click2D:
+    img, ref, sp = s.image[0], s.mask[0], s.spacing
+    if rng.random() < 0.35:  # a correction on a slice that already has a (propagated) mask
+        prev = s.mask[1] if rng.random() < 0.5 else perturb_mask(rng, ref)
+        if prev.any():
+            click = error_click(rng, prev, ref, sp) or (interior_click(rng, ref, sp), True)
+            pos, neg = ([click[0]], []) if click[1] else ([], [click[0]])
+            return _Click2D(img, ref, sp, pos, neg, prev, roi_around(prev, pos + neg, ref.shape, sp), False)
+    prev = np.zeros_like(ref)
+    return _Click2D(img, ref, sp, [interior_click(rng, ref, sp)], [], prev, full_roi(ref.shape, sp), True)
+
+
+def _advance(rng, st: _Click2D, mask: np.ndarray) -> None:
+    """What happens after the network answered: the engine's zoom-in, or the user's next click."""
+    clicks = st.pos + st.neg
+    if st.zoom_pending and mask.any():
+        st.zoom_pending = False
+        roi = roi_around(mask, clicks, mask.shape, st.spacing)
+        if roi != st.roi:
+            st.prev, st.roi = mask, roi
+            return
+    st.prev = mask
+    click = error_click(rng, mask, st.ref, st.spacing)
+    if click is not None:
+        (st.pos if click[1] else st.neg).append(click[0])
+    clicks = st.pos + st.neg
+    st.zoom_pending = not mask.any()
+    st.roi = roi_around(mask, clicks, mask.shape, st.spacing) if mask.any() else full_roi(mask.shape, st.spacing)
+
+
+def _interact(net: LimNet, states: list[_Click2D], device):
+    crop = net.config.crop
+    xs, prompts = zip(*(interaction_inputs(s.image, s.roi, s.pos, s.neg, s.prev, crop) for s in states))
+    x, p = torch.cat(xs).to(device), torch.cat(prompts).to(device)
+    return x, net.interact(net.encode_image(x), p)
+
+
+def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int, buffer: QualityBuffer,
+                     device, autocast) -> torch.Tensor:
+    """RITM-style: a random number of rounds without gradient (the model's own masks become the next
+    prompts), then one round with gradient."""
+    crop = net.config.crop
+    states = [_start(rng, s) for s in samples]
+    for _ in range(int(rng.integers(0, max_rounds + 1))):
+        with torch.no_grad(), autocast():
+            x, logits = _interact(net, states, device)
+        for i, st in enumerate(states):
+            mask = paste_logits(logits[i:i + 1].float().cpu(), st.roi, st.ref.shape)
+            buffer.add(x[i:i + 1], (logits[i:i + 1] > 0).float(), slice_dice(mask, st.ref))
+            _advance(rng, st, mask)
+    with autocast():
+        x, logits = _interact(net, states, device)
+    target = torch.cat([crop_mask(st.ref, st.roi, crop) for st in states]).to(device)
+    for i, st in enumerate(states):
+        mask = paste_logits(logits[i:i + 1].detach().float().cpu(), st.roi, st.ref.shape)
+        buffer.add(x[i:i + 1], (logits[i:i + 1] > 0).float(), slice_dice(mask, st.ref))
+        add_perturbed(buffer, rng, x[i:i + 1], st.ref, st.roi, crop)
+    return seg_loss(logits, target)
+
+
+def memory_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffer, device,
+                autocast) -> torch.Tensor:
+    """Propagate from slice 0 (reference mask, sometimes perturbed like an interaction result) along
+    the sample's slices, exactly as the engine does, with gradients through the whole sequence."""
+    crop = net.config.crop
+    shapes = [s.mask.shape[1:] for s in samples]
+    length = len(samples[0].mask) - (samples[0].anchor is not None)
+    banks = [MemoryBank(working_frames=4, longterm_elements=512) for _ in samples]
+    prev_masks, rois = [], []
+    with autocast():
+        for s, bank in zip(samples, banks):
+            m0 = s.mask[0] if rng.random() < 0.7 else perturb_mask(rng, s.mask[0])
+            if not m0.any():
+                m0 = s.mask[0]
+            anchors = [(0, m0)] + ([(s.anchor, s.mask[s.anchor])] if s.anchor is not None else [])
+            imgs, masks, anchor_rois = [], [], []
+            for z, m in anchors:
+                roi = roi_around(m, [], m.shape, s.spacing)
+                anchor_rois.append(roi)
+                imgs.append(crop_image(s.image[z], roi, crop))
+                masks.append(crop_mask(m, roi, crop))
+            feats = net.encode_image(torch.cat(imgs).to(device))
+            keys = net.encode_key(feats)
+            values = net.encode_value(feats, torch.cat(masks).to(device))
+            for j in range(len(anchors)):
+                bank.add_permanent(*pool_entry(keys[j:j + 1], values[j:j + 1]))
+            prev_masks.append(m0)
+            rois.append(anchor_rois[0])
+        hidden = net.initial_hidden(feats)[:1].expand(len(samples), -1, -1, -1)
+        losses = []
+        for t in range(1, length):
+            new_rois = [roi_around(m, [], shp, s.spacing, expand=0.5) if m.any() else r
+                        for m, shp, s, r in zip(prev_masks, shapes, samples, rois)]
+            x = torch.cat([crop_image(s.image[t], r, crop) for s, r in zip(samples, new_rois)]).to(device)
+            feats = net.encode_image(x)
+            key = net.encode_key(feats)
+            hidden = torch.cat([resample_hidden(hidden[i:i + 1], rois[i], new_rois[i]) for i in range(len(samples))])
+            readouts = []
+            for i, bank in enumerate(banks):
+                mem_keys, mem_values = bank.tensors()
+                readout, usage = net.read(key[i:i + 1], mem_keys.to(key.dtype), mem_values.to(key.dtype))
+                bank.record_usage(usage[0].detach())
+                readouts.append(readout)
+            prev_crop = torch.cat([crop_mask(m, r, crop) for m, r in zip(prev_masks, new_rois)]).to(device)
+            logits, hidden = net.decode(feats, torch.cat(readouts), hidden, prev_crop)
+            target = torch.cat([crop_mask(s.mask[t], r, crop) for s, r in zip(samples, new_rois)]).to(device)
+            losses.append(seg_loss(logits, target))
+            values = net.encode_value(feats, torch.sigmoid(logits))
+            prev_masks = []
+            for i, bank in enumerate(banks):
+                bank.add(*pool_entry(key[i:i + 1], values[i:i + 1]))
+                mask = paste_logits(logits[i:i + 1].detach().float().cpu(), new_rois[i], shapes[i])
+                buffer.add(x[i:i + 1], (logits[i:i + 1] > 0).float(), slice_dice(mask, samples[i].mask[t]))
+                prev_masks.append(mask)
+            rois = new_rois
+    return torch.stack(losses).mean()

@@ -1,0 +1,221 @@
+"""The training loop: stages in order, checkpoints with resume, a JSONL log, periodic validation,
+and export of the best weights into the package after every stage (so something always ships)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import LimNet, LimNetConfig, count_parameters, save_weights
+from .config import StageConfig, TrainConfig, resolve
+from .data import build_cache, load_cached, val_volumes
+from .rollout import val_objects, validate
+from .sampler import Sampler
+from .steps import QualityBuffer, interaction_step, memory_step, quality_loss
+from .synthetic import synthetic_volume
+
+VAL_SOURCES_EXTRA = ("pyradiomics_testcases",)  # validation only: no train cases, other anatomy
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def lr_factor(progress: float, warmup: float = 0.05) -> float:
+    """Linear warm-up, then cosine decay to 5 %."""
+    if progress < warmup:
+        return (progress + 1e-3) / warmup
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
+
+
+def make_optimizer(net: LimNet, stage: StageConfig) -> torch.optim.Optimizer:
+    if stage.kind == "quality":
+        groups = [{"params": list(net.quality.parameters()), "scale": 1.0}]
+    else:
+        encoder = list(net.encoder.parameters())
+        ids = {id(p) for p in encoder}
+        groups = [{"params": encoder, "scale": stage.encoder_lr_scale},
+                  {"params": [p for p in net.parameters() if id(p) not in ids], "scale": 1.0}]
+    return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=1e-4)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, base: Path, log=print) -> None:
+        self.config = config
+        self.log = log
+        self.run_dir = resolve(base, config.run_dir) / config.name
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.export_path = resolve(base, config.export_path) if config.export_path else None
+        self.device = pick_device(config.device)
+        torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.net = LimNet(LimNetConfig()).to(self.device)
+        self.buffer = QualityBuffer()
+        self.use_amp = config.amp and self.device.type == "cuda"
+        data_root = resolve(base, config.data_root)
+        train_volumes, val_vols = [], []
+        if config.sources and (data_root / "splits.json").exists():
+            paths = build_cache(data_root, resolve(base, config.cache_dir), config.sources,
+                                max_cases=config.max_cases_per_source)
+            train_volumes = load_cached(paths, config.min_object_voxels)
+            val_vols = val_volumes(data_root, (*config.sources, *VAL_SOURCES_EXTRA), config.min_object_voxels,
+                                   max_cases=max(2, config.val_objects))
+        if not val_vols:  # no real data: validate on held-out synthetic volumes (own seed)
+            vrng = np.random.default_rng(config.seed + 1)
+            val_vols = [v for v in (synthetic_volume(vrng) for _ in range(config.val_objects)) if v.objects]
+        self.val_set = val_objects(val_vols, config.val_objects, np.random.default_rng(config.seed + 2))
+        self.sampler = Sampler(train_volumes, self.rng, synthetic_share=config.synthetic_share,
+                               pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels)
+        self._write({"event": "start", "device": str(self.device), "parameters": count_parameters(self.net),
+                     "train_volumes": len(train_volumes), "val_objects": len(self.val_set),
+                     "config": config.to_dict()})
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def _write(self, record: dict) -> None:
+        record = {"time": round(time.time(), 1), **record}
+        with open(self.run_dir / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        self.log(json.dumps(record)[:400])
+
+    def _autocast(self):
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _save_checkpoint(self, stage: int, step: int, elapsed: float, opt, best) -> None:
+        state = {"model": self.net.state_dict(), "optimizer": opt.state_dict() if opt else None,
+                 "stage": stage, "step": step, "elapsed": elapsed, "best": best,
+                 "np_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        tmp = self.run_dir / "checkpoint.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.run_dir / "checkpoint.pt")
+
+    def _load_checkpoint(self):
+        path = self.run_dir / "checkpoint.pt"
+        if not path.exists():
+            return None
+        # Our own file, written by _save_checkpoint: it holds numpy RNG state, hence weights_only=False.
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.net.load_state_dict(state["model"])
+        self.rng.bit_generator.state = state["np_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        return state
+
+    def _export(self, stage: StageConfig, step: int, summary: dict) -> None:
+        if self.export_path is None:
+            return
+        meta = {"name": self.config.export_name, "train_config": self.config.name, "stage": stage.kind,
+                "step": step, "val": {k: round(v, 4) for k, v in summary.items()}}
+        sha = save_weights(self.net.cpu(), self.export_path, meta)
+        self.net.to(self.device)
+        self._write({"event": "export", "path": str(self.export_path), "sha256": sha, "stage": stage.kind})
+
+    def validate(self) -> dict:
+        with self._autocast():
+            return validate(self.net, self.val_set, self.device)
+
+    # --- steps ----------------------------------------------------------------------------------
+    def _samples(self, stage: StageConfig, progress: float, interaction: bool):
+        if interaction:
+            return [self.sampler.sample(2) for _ in range(stage.batch)]
+        lo, hi = stage.seq_len
+        length = int(round(lo + (hi - lo) * progress))
+        return [self.sampler.sample(length + 1, with_anchor=True) for _ in range(stage.batch)]
+
+    def _step(self, stage: StageConfig, progress: float) -> dict:
+        interaction = stage.kind == "interaction" or (
+            stage.kind == "quality" and self.rng.random() < 0.5) or (
+            stage.kind == "memory" and self.rng.random() < stage.interaction_mix)
+        samples = self._samples(stage, progress, interaction)
+        kw = {"buffer": self.buffer, "device": self.device, "autocast": self._autocast}
+        if stage.kind == "quality":  # the frozen model produces masks; only the quality head learns
+            self.net.eval()
+            with torch.no_grad():
+                seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
+                       if interaction else memory_step(self.net, samples, self.rng, **kw))
+            self.net.quality.train()
+        else:
+            self.net.train()
+            seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
+                   if interaction else memory_step(self.net, samples, self.rng, **kw))
+        with self._autocast():
+            q = quality_loss(self.net, self.buffer, self.rng, 4 * stage.batch, self.device)
+        loss = q if stage.kind == "quality" else seg + q
+        return {"loss": loss, "seg": float(seg.detach()), "quality": float(q.detach()), "task": "int" if interaction else "mem"}
+
+    def run(self, resume: bool = True) -> Path:
+        state = self._load_checkpoint() if resume else None
+        start_stage = state["stage"] if state else 0
+        for si, stage in enumerate(self.config.stages):
+            if si < start_stage:
+                continue
+            opt = make_optimizer(self.net, stage)
+            step, elapsed, best = 0, 0.0, None
+            if state and si == start_stage:
+                step, elapsed, best = state["step"], state["elapsed"], state["best"]
+                if state["optimizer"] is not None:
+                    opt.load_state_dict(state["optimizer"])
+            self._write({"event": "stage", "stage": si, "kind": stage.kind, "from_step": step})
+            best_path = self.run_dir / "best_of_stage.pt"
+            if best is not None and best_path.exists():
+                best_state = torch.load(best_path, map_location=self.device, weights_only=True)
+            else:
+                best_state = copy.deepcopy(self.net.state_dict())
+            t0 = time.time() - elapsed
+            cap = stage.max_minutes * 60
+            running = {}
+            while step < stage.steps and not (cap and time.time() - t0 >= cap):
+                progress = max(step / stage.steps, (time.time() - t0) / cap if cap else 0.0)
+                for group in opt.param_groups:
+                    group["lr"] = stage.lr * group["scale"] * lr_factor(progress)
+                out = self._step(stage, progress)
+                opt.zero_grad(set_to_none=True)
+                out["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
+                opt.step()
+                step += 1
+                if step % 4 == 0:
+                    self.sampler.refresh()
+                for k in ("seg", "quality"):
+                    running.setdefault(f"{out['task']}_{k}", []).append(out[k])
+                if step % 10 == 0 or step == stage.steps:
+                    self._write({"event": "train", "stage": si, "kind": stage.kind, "step": step,
+                                 "lr": round(opt.param_groups[-1]["lr"], 6),
+                                 "elapsed_s": round(time.time() - t0, 1),
+                                 **{k: round(float(np.mean(v)), 4) for k, v in running.items()}})
+                    running = {}
+                if step % self.config.val_every == 0:
+                    best, best_state = self._validate_keep_best(si, stage, step, best, best_state)
+                if step % self.config.checkpoint_every == 0:
+                    self._save_checkpoint(si, step, time.time() - t0, opt, best)
+            if stage.kind == "quality":
+                summary = self.validate()
+                self._write({"event": "val", "stage": si, "kind": stage.kind, "step": step, **summary})
+            else:
+                best, best_state = self._validate_keep_best(si, stage, step, best, best_state)
+                self.net.load_state_dict(best_state)
+                summary = best["summary"]
+            self._export(stage, step, summary)
+            self._save_checkpoint(si + 1, 0, 0.0, None, None)
+            state = None
+        self._write({"event": "done"})
+        return self.run_dir
+
+    def _validate_keep_best(self, si, stage, step, best, best_state):
+        summary = self.validate()
+        self._write({"event": "val", "stage": si, "kind": stage.kind, "step": step, **summary})
+        if best is None or summary["score"] >= best["score"]:
+            best = {"score": summary["score"], "step": step, "summary": summary}
+            best_state = copy.deepcopy(self.net.state_dict())
+            torch.save(best_state, self.run_dir / "best_of_stage.pt")
+        return best, best_state
