@@ -13,6 +13,7 @@ from napari_limnet.evaluation import find_cases, first_click, next_click, noc, o
 from napari_limnet.evaluation.baselines import RandomWalkerSession, coarse_shape
 from napari_limnet.evaluation.cli import main as eval_main
 from napari_limnet.evaluation.protocol import dice
+from napari_limnet.evaluation.report import ALL, markdown_table, summary_rows
 from napari_limnet.evaluation.runner import simulate
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -105,6 +106,20 @@ def test_noc_and_object_metrics():
     m = object_metrics(dices)
     assert m == {"dice@1": 0.5, "dice@3": 0.86, "dice@5": 0.91, "dice@10": 0.91, "noc@85": 3, "noc@90": 5}
     assert "dice@10" not in object_metrics(dices[:5])  # not run, so not reported
+
+
+def test_summary_averages_objects_within_a_source_and_sources_with_each_other():
+    def record(source, d1, seconds):
+        return {"source": source, "label": 1, "method": "m", "dice": [d1], "seconds": seconds,
+                **object_metrics([d1])}
+
+    records = [record("a", 0.2, [1.0]), record("a", 0.4, [3.0]), record("b", 0.9, [2.0])]
+    rows = {row["group"]: row for row in summary_rows(records, "source")}
+    assert rows["a"]["objects"] == 2 and rows["a"]["dice@1"] == pytest.approx(0.3)
+    assert rows["a"]["s/click"] == 2.0 and rows["a"]["dice@3"] is None
+    assert rows[ALL]["dice@1"] == pytest.approx((0.3 + 0.9) / 2)  # sources weigh equally
+    assert rows[ALL]["noc@85"] == pytest.approx((20 + 1) / 2)
+    assert "| a | m | 2 | 0.300 | – |" in markdown_table(list(rows.values()), "source")
 
 
 # ---- random-walker baseline ------------------------------------------------------------------------

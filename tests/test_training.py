@@ -39,7 +39,7 @@ def test_configs_parse():
     for name in ("tiny-test.json", "cpu-small.json", "gpu-full.json"):
         config, base = load_config(ROOT / "configs" / name)
         assert config.stages and base == ROOT
-        assert [s.kind for s in config.stages] == ["interaction", "memory", "quality"]
+        assert {s.kind for s in config.stages} == {"interaction", "memory", "quality"}
 
 
 def test_short_training_lowers_loss(tmp_path):

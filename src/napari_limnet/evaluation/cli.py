@@ -80,11 +80,14 @@ def run_eval(args: argparse.Namespace) -> int:
              f"seed {args.seed}, {elapsed:.0f} s in all", context.describe()]
     text = render_markdown(records, notes)
     (out / "summary.md").write_text(text)
-    plot_dice_curves(records, out / "dice_vs_clicks.png")
+    written = [out / "objects.jsonl", out / "summary.md"]
+    try:
+        written.append(plot_dice_curves(records, out / "dice_vs_clicks.png"))
+    except ImportError:  # matplotlib is optional: the tables are the result, the plot an extra
+        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
     if not args.quiet:
         print(text)
-    written = ", ".join(str(out / name) for name in ("objects.jsonl", "summary.md", "dice_vs_clicks.png"))
-    print(f"wrote {written}", file=sys.stderr)
+    print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 

@@ -78,23 +78,28 @@ def render_markdown(records: list[dict], notes: list[str]) -> str:
 
 
 def mean_curves(records: list[dict]) -> dict[str, dict[str, np.ndarray]]:
-    """{group: {method: mean Dice after 1..n clicks}} for every source and for all objects together."""
-    curves: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    """{group: {method: mean Dice after 1..n clicks}} per source, and for ``ALL`` the mean of the source
+    curves (the same weighting as the tables' "all sources" row)."""
+    dices: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        for group in (r["source"], "all objects"):
-            curves[group][r["method"]].append(r["dice"])
-    return {g: {m: np.mean(np.array(d), axis=0) for m, d in sorted(per.items())} for g, per in curves.items()}
+        dices[r["source"]][r["method"]].append(r["dice"])
+    curves = {group: {m: np.mean(np.array(d), axis=0) for m, d in sorted(per.items())}
+              for group, per in dices.items()}
+    if len(curves) > 1:
+        methods = sorted({m for per in curves.values() for m in per})
+        curves[ALL] = {m: np.mean([per[m] for per in curves.values() if m in per], axis=0) for m in methods}
+    return curves
 
 
 def plot_dice_curves(records: list[dict], path) -> Path:
-    """One panel per source and one for all objects; one curve per method."""
+    """One panel per source (and one averaging them); one curve per method."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed (CI, servers)
     import matplotlib.pyplot as plt
 
     curves = mean_curves(records)
-    groups = sorted(g for g in curves if g != "all objects") + ["all objects"]
+    groups = sorted(g for g in curves if g != ALL) + [g for g in curves if g == ALL]
     cols = min(3, len(groups))
     rows = -(-len(groups) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)

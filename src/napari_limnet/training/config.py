@@ -42,8 +42,6 @@ class TrainConfig:
     val_every: int = 300
     val_objects: int = 12
     stages: tuple[StageConfig, ...] = field(default_factory=tuple)
-    init_weights: str = ""  # start from these weights (a fine-tuning run) instead of a random network
-    end_share: float = 0.0  # memory stage: share of sequences that run past the object's end
     export_path: str = ""  # where the best weights are written after each stage ("" = nowhere)
     export_name: str = "limnet"
 

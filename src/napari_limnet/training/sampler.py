@@ -24,9 +24,8 @@ class Sample:
 
 class Sampler:
     def __init__(self, volumes: list[Volume], rng: np.random.Generator, *, synthetic_share: float,
-                 pool_size: int, min_voxels: int, end_share: float = 0.0) -> None:
+                 pool_size: int, min_voxels: int) -> None:
         self.volumes = volumes
-        self.end_share = end_share
         self.rng = rng
         self.synthetic_share = synthetic_share if volumes else 1.0
         self.min_voxels = min_voxels
@@ -58,14 +57,12 @@ class Sampler:
             n = obj.shape[0]
             d = 1 if rng.random() < 0.5 else -1
             starts = present[(present + d * (length - 1) >= 0) & (present + d * (length - 1) < n)]
-            if rng.random() < self.end_share:
-                # Run past the object's end: propagation must learn to stop, not to copy the mask on.
-                last = present.max() if d > 0 else present.min()
-                crossing = starts[d * (last - starts) < length - 1]
-                if len(crossing):
-                    starts = crossing
             if len(starts) == 0:
                 continue
+            # Half of the sequences run off the end of the object: propagation must learn to stop.
+            crossing = starts[~obj[starts + d * (length - 1)].any(axis=(1, 2))] if length > 2 else starts[:0]
+            if len(crossing) and rng.random() < 0.5:
+                starts = crossing
             z0 = int(starts[int(rng.integers(len(starts)))])
             index = [z0 + d * i for i in range(length)]
             anchor = None

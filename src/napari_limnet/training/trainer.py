@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import LimNet, LimNetConfig, count_parameters, load_model, save_weights
+from ..model import LimNet, LimNetConfig, count_parameters, save_weights
 from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
 from .rollout import val_objects, validate
@@ -60,9 +60,6 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
         self.net = LimNet(LimNetConfig()).to(self.device)
-        if config.init_weights:
-            start, _ = load_model(resolve(base, config.init_weights))
-            self.net.load_state_dict(start.state_dict())
         self.buffer = QualityBuffer()
         self.use_amp = config.amp and self.device.type == "cuda"
         data_root = resolve(base, config.data_root)
@@ -78,8 +75,7 @@ class Trainer:
             val_vols = [v for v in (synthetic_volume(vrng) for _ in range(config.val_objects)) if v.objects]
         self.val_set = val_objects(val_vols, config.val_objects, np.random.default_rng(config.seed + 2))
         self.sampler = Sampler(train_volumes, self.rng, synthetic_share=config.synthetic_share,
-                               pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels,
-                               end_share=config.end_share)
+                               pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels)
         self._write({"event": "start", "device": str(self.device), "parameters": count_parameters(self.net),
                      "train_volumes": len(train_volumes), "val_objects": len(self.val_set),
                      "config": config.to_dict()})
