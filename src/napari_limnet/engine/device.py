@@ -23,13 +23,18 @@ def resolve_device(name: str | torch.device) -> torch.device:
     raise ValueError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
 
 
-def configure_cpu_threads() -> int:
-    """Leave one core to the GUI thread and use at most 4: small convolutions gain little beyond
-    that, and oversubscription stalls napari (BLAS contention seen in napari)."""
-    wanted = max(1, min(4, (os.cpu_count() or 1) - 1))
+def configure_cpu_threads(threads: int | None = None) -> int:
+    """Set torch's CPU threads: ``threads``, or by default all cores up to 4 (small convolutions gain
+    little beyond that). A GUI passes ``cores - 1`` so that its own thread keeps a core."""
+    wanted = max(1, threads if threads is not None else min(4, os.cpu_count() or 1))
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return wanted
+
+
+def gui_threads() -> int:
+    """Threads for inference behind a GUI: one core stays with the event loop."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
 def available_devices() -> list[str]:

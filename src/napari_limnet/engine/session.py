@@ -77,15 +77,16 @@ class Session:
 
     def __init__(self, volume, spacing=(1.0, 1.0, 1.0), axis: int = 0, device: str = "auto", *,
                  weights: str | Path | tuple[LimNet, WeightsInfo] | None = None,
-                 initial_mask: np.ndarray | None = None, fusion: bool = True) -> None:
+                 initial_mask: np.ndarray | None = None, fusion: bool = True, threads: int | None = None) -> None:
         self.volume = _check_volume(volume)
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
         self.axis = axis
         self.spacing = _check_spacing(spacing)
         self.device = resolve_device(device)
+        self._threads = threads
         if self.device.type == "cpu":
-            configure_cpu_threads()
+            configure_cpu_threads(threads)
         net, self.weights = weights if isinstance(weights, tuple) else load_model(weights)
         self.fusion = fusion
         self.shape = self.volume.shape
@@ -295,5 +296,5 @@ class Session:
     def _move_to_cpu(self) -> None:
         torch.cuda.empty_cache()
         self.device = torch.device("cpu")
-        configure_cpu_threads()
+        configure_cpu_threads(self._threads)
         self._runner.to(self._runner.net.float(), self.device)

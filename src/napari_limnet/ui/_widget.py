@@ -258,13 +258,15 @@ class LimNetWidget(Controls):
 
     def _make_session(self, volume, spacing, axis, initial_mask):
         """Called on the worker thread: a Session on the chosen device, sharing one loaded network."""
+        from ..engine.device import gui_threads
         from ..engine.session import Session
         from ..model import load_model
 
         with self._weights_lock:
             if self._weights is None:
                 self._weights = load_model()
-        return Session(volume, spacing, axis, self._device, weights=self._weights, initial_mask=initial_mask)
+        return Session(volume, spacing, axis, self._device, weights=self._weights, initial_mask=initial_mask,
+                       threads=gui_threads())
 
     # ---- worker slots (GUI thread) -----------------------------------------------------------------
     def _on_write(self, write: SliceWrite) -> None:
