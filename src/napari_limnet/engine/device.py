@@ -24,8 +24,11 @@ def resolve_device(name: str | torch.device) -> torch.device:
 
 
 def configure_cpu_threads(threads: int | None = None) -> int:
-    """Set torch's CPU threads: ``threads``, or by default all cores up to 4 (small convolutions gain
-    little beyond that). A GUI passes ``cores - 1`` so that its own thread keeps a core."""
+    """Set torch's CPU threads: ``threads``, else the ``LIMNET_THREADS`` environment variable (for
+    shared machines and batch jobs), else all cores up to 4 (small convolutions gain little beyond
+    that). A GUI passes ``cores - 1`` so that its own thread keeps a core."""
+    if threads is None and os.environ.get("LIMNET_THREADS", "").strip().isdigit():
+        threads = int(os.environ["LIMNET_THREADS"])
     wanted = max(1, threads if threads is not None else min(4, os.cpu_count() or 1))
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
