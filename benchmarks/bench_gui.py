@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=(200, 512, 512), metavar=("Z", "Y", "X"))
     parser.add_argument("--seconds", type=float, default=90.0, help="measure at most this long")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("gui-results.json"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gui.json")
     args = parser.parse_args()
 
     import napari

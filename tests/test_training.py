@@ -24,8 +24,8 @@ from napari_limnet.training.trainer import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-# Measured with the shipped weights (see MODEL_CARD.md), minus a margin.
-ONE_CLICK_DICE_FLOOR = 0.5
+# limnet-cpu-small-v1 scores 0.745 on this case (one click at the distance maximum); floor with margin.
+ONE_CLICK_DICE_FLOOR = 0.6
 
 
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:

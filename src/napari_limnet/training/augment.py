@@ -33,11 +33,12 @@ def geometry(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, spac
         img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[:, None]
         msk = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[:, None]
         grid = F.affine_grid(theta[None].expand(img.shape[0], -1, -1), list(img.shape), align_corners=False)
-        image = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, 0].numpy()
-        mask = F.grid_sample(msk, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0].numpy() > 0.5
+        image = F.grid_sample(img, grid, padding_mode="border", align_corners=False)[:, 0].numpy()
+        mask = F.grid_sample(msk, grid, padding_mode="zeros", align_corners=False)[:, 0].numpy() > 0.5
     # Anisotropic pixels stretch the window the engine cuts: train on that too.
     jitter = np.exp(rng.uniform(-0.2, 0.2, size=2))
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=bool), (sy * jitter[0], sx * jitter[1])
+    spacing = (sy * jitter[0], sx * jitter[1])
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask, dtype=bool), spacing
 
 
 def intensity(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
@@ -61,5 +62,6 @@ def intensity(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     if rng.random() < 0.3:
         x = ndimage.gaussian_filter(x, (0, *(rng.uniform(0.5, 1.5),) * 2))
     if rng.random() < 0.6:
-        x = x + rng.standard_normal(x.shape).astype(np.float32) * rng.uniform(0.01, 0.12) * (float(np.ptp(x)) + 1e-3)
+        sigma = rng.uniform(0.01, 0.12) * (float(np.ptp(x)) + 1e-3)
+        x = x + rng.standard_normal(x.shape).astype(np.float32) * sigma
     return x.astype(np.float32)

@@ -65,7 +65,8 @@ def propagate(net: LimNet, volume: np.ndarray, spacing, z0: int, anchors: dict, 
         feats = net.encode_image(x)
         key = net.encode_key(feats)
         hidden = resample_hidden(hidden, prev_roi, roi)
-        logits, hidden = memory_step(net, feats, key, bank, hidden, crop_mask(prev_mask, roi, crop).to(device))
+        prev = crop_mask(prev_mask, roi, crop).to(device)
+        logits, hidden = memory_step(net, feats, key, bank, hidden, prev)
         logits = logits.float()
         mask = paste_logits(logits.cpu(), roi, shape)
         bank.add(*pool_entry(key, net.encode_value(feats, torch.sigmoid(logits))))
@@ -99,7 +100,8 @@ def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, d
     pred[z0] = first
     if first.any():
         for direction in (-1, 1):
-            for z, (mask, predicted) in propagate(net, volume, sp, z0, {z0: first}, direction, device).items():
+            spread = propagate(net, volume, sp, z0, {z0: first}, direction, device)
+            for z, (mask, predicted) in spread.items():
                 pred[z] = mask
                 quality_err.append(abs(predicted - slice_dice(mask, ref[z])))
     result["dice3d@1"] = slice_dice(pred, ref)

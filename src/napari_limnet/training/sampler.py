@@ -29,8 +29,8 @@ class Sampler:
         self.rng = rng
         self.synthetic_share = synthetic_share if volumes else 1.0
         self.min_voxels = min_voxels
-        self.pool = [synthetic_volume(rng, min_voxels) for _ in range(pool_size)] if self.synthetic_share else []
-        self.pool = [v for v in self.pool if v.objects]
+        count = pool_size if self.synthetic_share else 0
+        self.pool = [v for v in (synthetic_volume(rng, min_voxels) for _ in range(count)) if v.objects]
 
     def refresh(self) -> None:
         """Replace one synthetic volume, so the generator keeps producing new shapes."""

@@ -106,7 +106,8 @@ def _advance(rng, st: _Click2D, mask: np.ndarray) -> None:
         (st.pos if click[1] else st.neg).append(click[0])
     clicks = st.pos + st.neg
     st.zoom_pending = not mask.any()
-    st.roi = roi_around(mask, clicks, mask.shape, st.spacing) if mask.any() else full_roi(mask.shape, st.spacing)
+    st.roi = (roi_around(mask, clicks, mask.shape, st.spacing) if mask.any()
+              else full_roi(mask.shape, st.spacing))
 
 
 def _interact(net: LimNet, states: list[_Click2D], device):
@@ -175,7 +176,8 @@ def memory_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffe
             x = torch.cat([crop_image(s.image[t], r, crop) for s, r in zip(samples, new_rois)]).to(device)
             feats = net.encode_image(x)
             key = net.encode_key(feats)
-            hidden = torch.cat([resample_hidden(hidden[i:i + 1], rois[i], new_rois[i]) for i in range(len(samples))])
+            hidden = torch.cat([resample_hidden(hidden[i:i + 1], old, new)
+                                for i, (old, new) in enumerate(zip(rois, new_rois))])
             readouts = []
             for i, bank in enumerate(banks):
                 mem_keys, mem_values = bank.tensors()

@@ -151,7 +151,8 @@ class Trainer:
         with self._autocast():
             q = quality_loss(self.net, self.buffer, self.rng, 4 * stage.batch, self.device)
         loss = q if stage.kind == "quality" else seg + q
-        return {"loss": loss, "seg": float(seg.detach()), "quality": float(q.detach()), "task": "int" if interaction else "mem"}
+        return {"loss": loss, "seg": float(seg.detach()), "quality": float(q.detach()),
+                "task": "int" if interaction else "mem"}
 
     def run(self, resume: bool = True) -> Path:
         state = self._load_checkpoint() if resume else None
