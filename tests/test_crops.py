@@ -18,7 +18,7 @@ def test_normalisation_ignores_the_intensity_scale():
     micro = np.clip(mri * 100, 0, 65535).astype(np.uint16)
     assert torch.allclose(crop_image(ct, roi, 64), reference, atol=1e-4)
     assert torch.allclose(crop_image(micro, roi, 64), reference, atol=2e-3)
-    assert 0 <= float(reference.min()) and float(reference.max()) <= 1
+    assert float(reference.min()) >= 0 and float(reference.max()) <= 1
 
 
 def test_nan_and_flat_slices_are_safe():

@@ -7,13 +7,12 @@ import threading
 import numpy as np
 import pytest
 import torch
+from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
 from napari_limnet.engine.fusion import Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.model import load_model
-
-from synthetic import ellipsoid_volume
 
 
 @pytest.fixture(scope="module")

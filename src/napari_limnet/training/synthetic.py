@@ -15,7 +15,7 @@ def smooth_noise(rng: np.random.Generator, shape, scale: float) -> np.ndarray:
     resolution and upsampled, which is much cheaper than filtering at full size)."""
     low = [max(2, int(np.ceil(s / max(scale, 1.0))) + 1) for s in shape]
     field = ndimage.gaussian_filter(rng.standard_normal(low).astype(np.float32), 0.7)
-    field = ndimage.zoom(field, [s / l for s, l in zip(shape, low)], order=1, grid_mode=True,
+    field = ndimage.zoom(field, [s / n for s, n in zip(shape, low)], order=1, grid_mode=True,
                          mode="grid-constant")[: shape[0], : shape[1], : shape[2]]
     out = np.zeros(shape, np.float32)
     out[: field.shape[0], : field.shape[1], : field.shape[2]] = field

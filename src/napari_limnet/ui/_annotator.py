@@ -171,7 +171,8 @@ class Annotator:
         """Only bring objects whose round was cancelled or failed back to their committed state."""
         yield from self._prepare(None, None, repair)
 
-    def _prepare(self, obj: ObjectState | None, edits: EditPatch | None, repair: list[ObjectState]) -> Iterator[SliceWrite]:
+    def _prepare(self, obj: ObjectState | None, edits: EditPatch | None,
+                 repair: list[ObjectState]) -> Iterator[SliceWrite]:
         if obj is not None and obj.shown is None:
             obj.shown = np.asarray(self.labels) == obj.label
         for other in repair:
