@@ -16,7 +16,9 @@ from napari_limnet.ui._widget import LimNetWidget
 # 3D Dice after one click on the brain sample's lesion, measured with the shipped weights of the day
 # (2025-11: no trained weights ship yet, the random network scores 0.039). Raise it with each release
 # of weights; it is the only quality figure these tests depend on.
-DICE_FLOOR = 0.03
+# Floors for the shipped weights (limnet-cpu-small-v1 measured 0.48 in 3D and 0.80 on the clicked slice).
+DICE_FLOOR = 0.35
+SLICE_DICE_FLOOR = 0.6
 ROUND_TIMEOUT_MS = 240_000  # generous: a round takes ~1-25 s on a loaded 2-core machine
 BRAIN_CROP = (slice(8, 21), slice(60, 180), slice(130, 240))  # all of the lesion, 13 slices: fast
 
@@ -99,6 +101,9 @@ def test_click_segments_the_lesion_then_negative_click_and_undo(make_napari_view
     first = object_mask(widget, 1)
     np.testing.assert_array_equal(first, obj.session.mask)
     assert dice(first, reference) >= DICE_FLOOR
+    z, y, x = (int(round(c)) for c in click)
+    assert first[z, y, x]  # the object appears under the click
+    assert dice(first[z], reference[z]) >= SLICE_DICE_FLOOR
     assert "Round 1" in widget.status.text()
     assert np.asarray(widget.prompts.layer.features["positive"]).tolist() == [True]
     before_negative = np.array(widget.labels.data, copy=True)
@@ -107,7 +112,8 @@ def test_click_segments_the_lesion_then_negative_click_and_undo(make_napari_view
     napari_click(widget, wrong, button=2)  # right click: negative
     wait_idle(qtbot, widget)
     after = object_mask(widget, 1)
-    assert after.sum() < first.sum()
+    assert not after[wrong]  # the voxel under the negative click is removed ...
+    assert after[wrong[0]].sum() < first[wrong[0]].sum()  # ... and its slice shrinks
     assert np.asarray(widget.prompts.layer.features["positive"]).tolist() == [True, False]
 
     widget.undo_round()
