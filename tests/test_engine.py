@@ -269,3 +269,16 @@ def test_volume_is_never_modified(ellipsoid, weights):
     s.click((12, 32, 32))
     s.click((12, 10, 10), positive=False)
     assert np.array_equal(image, copy)
+
+
+def test_a_slice_emptied_by_a_negative_click_ends_the_object_in_that_direction(session):
+    session.click((12, 32, 32))
+    runner = session._runner
+    real_segment = runner.segment_slice
+    runner.segment_slice = lambda z, pos, neg, prev: np.zeros_like(prev) if neg else real_segment(z, pos, neg, prev)
+    before = session.mask.copy()
+    session.click((18, 32, 32), positive=False)  # the user says: no object on slice 18
+    assert not session.mask[18:].any()  # nothing beyond the stop slice (the object lies below it)
+    assert np.array_equal(session.mask[:18], before[:18])  # the object's side is untouched
+    session.undo()
+    assert np.array_equal(session.mask, before)

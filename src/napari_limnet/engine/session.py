@@ -271,7 +271,7 @@ class Session:
         yield RoundUpdate("slice", self.slice_index(oz), mask2d, done, total)
         trial = self._rounds + [new]
         for step in (1, -1):
-            walk = self._runner.propagate(oz, mask2d, step, anchors, entries, cancelled)
+            walk = self._walk(oz, mask2d, step, anchors, entries, cancelled)
             while True:
                 with self._lock:
                     if cancelled():
@@ -292,6 +292,18 @@ class Session:
             self._clicks.append(new_click)
             self._refuse(sorted(new.candidates))
             self.last_timing = RoundTiming(first_mask_s, time.perf_counter() - start, len(new.candidates) - 1)
+
+    def _walk(self, start: int, mask2d: np.ndarray, step: int, anchors: dict, entries: list, cancelled):
+        """Propagation in one direction. A clicked slice left empty is a stop slice: nothing spreads
+        from it, and when no user-interacted slice beyond it holds the object, the object ends there
+        (every slice beyond is empty, with full confidence, until a later round says otherwise)."""
+        if mask2d.any():
+            return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled)
+        if any(m.any() for z, m in anchors.items() if (z - start) * step > 0):
+            return iter(())
+        empty = np.zeros(self._runner.slice_shape, dtype=bool)
+        end = self.n_slices if step > 0 else -1
+        return ((z, empty, 1.0) for z in range(start + step, end, step) if z not in anchors)
 
     def _move_to_cpu(self) -> None:
         torch.cuda.empty_cache()
