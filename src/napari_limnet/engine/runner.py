@@ -90,8 +90,7 @@ class NetworkRunner:
     @torch.inference_mode()
     def score(self, z: int, mask: np.ndarray) -> float:
         """Predicted Dice of ``mask`` on slice z (the quality head of MRF)."""
-        roi = roi_around(mask, [], self.slice_shape, self.spacing) if mask.any() else full_roi(
-            self.slice_shape, self.spacing)
+        roi = roi_around(mask, [], self.slice_shape, self.spacing)
         image, _, _ = self.features(z, roi)
         with self._autocast():
             return float(self.net.score(image, crop_mask(mask, roi, self.crop).to(self.device))[0])
@@ -101,8 +100,7 @@ class NetworkRunner:
         """Memory entries of the user-interacted slices (permanent memory)."""
         entries = []
         for z, mask in sorted(anchors.items()):
-            roi = roi_around(mask, [], self.slice_shape, self.spacing) if mask.any() else full_roi(
-                self.slice_shape, self.spacing)
+            roi = roi_around(mask, [], self.slice_shape, self.spacing)
             _, feats, key = self.features(z, roi)
             with self._autocast():
                 value = self.net.encode_value(feats, crop_mask(mask, roi, self.crop).to(self.device))
@@ -119,8 +117,7 @@ class NetworkRunner:
         for key, value in entries:
             bank.add_permanent(key, value)
         prev_mask = mask
-        prev_roi = roi_around(mask, [], self.slice_shape, self.spacing) if mask.any() else full_roi(
-            self.slice_shape, self.spacing)
+        prev_roi = roi_around(mask, [], self.slice_shape, self.spacing)
         hidden = self.net.initial_hidden(self.features(start, prev_roi)[1]).float()
         empties, last_score = 0, 1.0
         z = start + step
