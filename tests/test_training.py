@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from napari_limnet.engine.runner import NetworkRunner
+from napari_limnet.evaluation.protocol import dice as slice_dice
 from napari_limnet.model import load_model
 from napari_limnet.model.weights import file_sha256, shipped_weights_path
 from napari_limnet.training import TrainConfig, Trainer, load_config
 from napari_limnet.training.data import objects_of, read_case
-from napari_limnet.training.simulate import interior_click, slice_dice
+from napari_limnet.training.simulate import interior_click
 from napari_limnet.training.steps import QualityBuffer, interaction_step
 from napari_limnet.training.synthetic import synthetic_volume
 from napari_limnet.training.trainer import make_optimizer

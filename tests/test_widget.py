@@ -10,6 +10,7 @@ import pytest
 from scipy import ndimage
 from synthetic import ellipsoid_volume
 
+from napari_limnet.evaluation.protocol import dice, first_click
 from napari_limnet.ui._sample_data import brain_mri
 from napari_limnet.ui._widget import LimNetWidget
 
@@ -68,16 +69,9 @@ def object_mask(widget: LimNetWidget, label: int) -> np.ndarray:
     return np.asarray(widget.labels.data) == label
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * (a & b).sum() / max(1, a.sum() + b.sum())
-
-
 def interior_point(mask: np.ndarray) -> tuple[int, int, int]:
-    """The simulated first click: deepest point of the largest cross-section."""
-    z = int(np.argmax(mask.sum(axis=(1, 2))))
-    dist = ndimage.distance_transform_edt(mask[z])
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return z, int(y), int(x)
+    """The simulated first click of the evaluation protocol."""
+    return first_click(mask).point
 
 
 @pytest.fixture

@@ -72,9 +72,17 @@ def next_click(pred: np.ndarray, ref: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Si
     if not per_slice.any():
         return None
     z = int(np.argmax(per_slice))
+    region, positive = largest_error_region(pred[z], ref[z])
+    y, x = interior_point(region, spacing[1:])
+    return SimClick((z, y, x), positive)
+
+
+def largest_error_region(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, bool] | None:
+    """The largest connected false-negative or false-positive region of a 2D slice and whether it is a
+    false negative (a positive correction); None when the slice is exact."""
     best_size, best_region, best_positive = 0, None, True
     # False negatives first, so that on a size tie the positive (object-adding) correction wins.
-    for positive, wrong in ((True, ref[z] & ~pred[z]), (False, pred[z] & ~ref[z])):
+    for positive, wrong in ((True, ref & ~pred), (False, pred & ~ref)):
         labels, count = ndimage.label(wrong)
         if count == 0:
             continue
@@ -82,8 +90,7 @@ def next_click(pred: np.ndarray, ref: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Si
         k = int(np.argmax(sizes))
         if sizes[k] > best_size:
             best_size, best_region, best_positive = int(sizes[k]), labels == k + 1, positive
-    y, x = interior_point(best_region, spacing[1:])
-    return SimClick((z, y, x), best_positive)
+    return None if best_region is None else (best_region, best_positive)
 
 
 def noc(dices, threshold: float, cap: int = NOC_CAP) -> int:

@@ -8,8 +8,9 @@ import torch
 
 from ..engine.crops import Roi, click_maps, crop_image, crop_mask
 from ..engine.runner import NetworkRunner
+from ..evaluation.protocol import dice as slice_dice
 from ..model import LimNet
-from .simulate import error_click, interior_click, slice_dice
+from .simulate import error_click, interior_click
 
 
 def interaction_inputs(image: np.ndarray, roi: Roi, pos, neg, prev: np.ndarray, crop: int):

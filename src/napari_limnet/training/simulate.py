@@ -6,19 +6,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-
-def slice_dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two 2D masks; an empty prediction of an empty reference scores 1."""
-    total = int(pred.sum()) + int(ref.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, ref).sum()) / total
+from ..evaluation.protocol import interior_point, largest_error_region
 
 
 def interior_click(rng: np.random.Generator | None, region: np.ndarray, spacing) -> tuple[int, int]:
     """A pixel deep inside ``region``: the distance maximum when ``rng`` is None, else a random pixel
     whose depth is at least a random fraction of the maximum (users do not click the exact centre)."""
-    dist = ndimage.distance_transform_edt(np.pad(region, 1), sampling=spacing)[1:-1, 1:-1]
     if rng is None:
-        return tuple(int(v) for v in np.unravel_index(int(np.argmax(dist)), dist.shape))
+        return interior_point(region, spacing)
+    dist = ndimage.distance_transform_edt(np.pad(region, 1), sampling=spacing)[1:-1, 1:-1]
     floor = dist.max() * (rng.uniform(0.75, 1.0) if rng.random() < 0.5 else rng.uniform(0.2, 0.75))
     ys, xs = np.nonzero(dist >= floor)
     i = int(rng.integers(len(ys)))
@@ -28,17 +24,11 @@ def interior_click(rng: np.random.Generator | None, region: np.ndarray, spacing)
 def error_click(rng, pred: np.ndarray, ref: np.ndarray, spacing):
     """The correction a user makes: inside the largest false-negative or false-positive region.
     Returns ((y, x), positive) or None when the prediction is already exact."""
-    best = (0, None, True)
-    for positive, wrong in ((True, ref & ~pred), (False, pred & ~ref)):
-        labels, count = ndimage.label(wrong)
-        if count:
-            sizes = np.bincount(labels.ravel())[1:]
-            k = int(np.argmax(sizes))
-            if sizes[k] > best[0]:
-                best = (int(sizes[k]), labels == k + 1, positive)
-    if best[1] is None:
+    found = largest_error_region(pred, ref)
+    if found is None:
         return None
-    return interior_click(rng, best[1], spacing), best[2]
+    region, positive = found
+    return interior_click(rng, region, spacing), positive
 
 
 def perturb_mask(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:

@@ -13,10 +13,11 @@ from torch.nn import functional as F
 from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, roi_around
 from ..engine.memory_bank import MemoryBank, pool_entry
 from ..engine.propagation import resample_hidden
+from ..evaluation.protocol import dice as slice_dice
 from ..model import LimNet
 from .rollout import interaction_inputs
 from .sampler import Sample
-from .simulate import error_click, interior_click, perturb_mask, slice_dice
+from .simulate import error_click, interior_click, perturb_mask
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
