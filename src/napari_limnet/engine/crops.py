@@ -154,3 +154,10 @@ def click_maps(pos_yx, neg_yx, crop: int, sigma: float = 4.0) -> torch.Tensor:
             gx = torch.exp(-((grid - float(x)) ** 2) / (2 * sigma**2))
             maps[channel] = torch.maximum(maps[channel], gy[:, None] * gx[None, :])
     return maps[None]
+
+
+def prompt_maps(roi: Roi, pos, neg, prev: np.ndarray, crop: int) -> torch.Tensor:
+    """The interaction module's 3 prompt channels for a window (1 x 3 x crop x crop): positive and
+    negative clicks (slice coordinates) and the slice's previous mask."""
+    maps = click_maps(roi.to_crop(pos, crop), roi.to_crop(neg, crop), crop)
+    return torch.cat([maps, crop_mask(prev, roi, crop)], dim=1)

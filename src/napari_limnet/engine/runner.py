@@ -14,7 +14,7 @@ import torch
 
 from ..model import LimNet, SliceFeatures
 from ..model.limnet import fused_for_inference
-from .crops import Roi, click_maps, crop_image, crop_mask, full_roi, paste_logits, roi_around
+from .crops import Roi, crop_image, crop_mask, full_roi, paste_logits, prompt_maps, roi_around
 from .memory_bank import MemoryBank, pool_entry
 from .propagation import memory_step, resample_hidden
 
@@ -81,8 +81,7 @@ class NetworkRunner:
 
     def _interact(self, z: int, roi: Roi, pos: list, neg: list, prev: np.ndarray) -> np.ndarray:
         _, feats, _ = self.features(z, roi)
-        prompts = torch.cat([click_maps(roi.to_crop(pos, self.crop), roi.to_crop(neg, self.crop), self.crop),
-                             crop_mask(prev, roi, self.crop)], dim=1).to(self.device)
+        prompts = prompt_maps(roi, pos, neg, prev, self.crop).to(self.device)
         with self._autocast():
             logits = self.net.interact(feats, prompts)
         return paste_logits(logits.float().cpu(), roi, self.slice_shape)

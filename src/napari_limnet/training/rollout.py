@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..engine.crops import Roi, click_maps, crop_image, crop_mask
+from ..engine.crops import Roi, crop_image, prompt_maps
 from ..engine.runner import NetworkRunner
 from ..evaluation.protocol import dice as slice_dice
 from ..model import LimNet
@@ -15,8 +15,7 @@ from .simulate import error_click, interior_click
 
 def interaction_inputs(image: np.ndarray, roi: Roi, pos, neg, prev: np.ndarray, crop: int):
     """The image crop and the 3 prompt channels (positive, negative clicks, previous mask)."""
-    maps = click_maps(roi.to_crop(pos, crop), roi.to_crop(neg, crop), crop)
-    return crop_image(image, roi, crop), torch.cat([maps, crop_mask(prev, roi, crop)], 1)
+    return crop_image(image, roi, crop), prompt_maps(roi, pos, neg, prev, crop)
 
 
 def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, device="cpu") -> dict:
