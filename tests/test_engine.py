@@ -282,3 +282,19 @@ def test_a_slice_emptied_by_a_negative_click_ends_the_object_in_that_direction(s
     assert np.array_equal(session.mask[:18], before[:18])  # the object's side is untouched
     session.undo()
     assert np.array_equal(session.mask, before)
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_later_rounds_do_not_spread_past_an_emptied_slice(ellipsoid, weights, fusion):
+    """A slice emptied by a negative click is a wall for every later round, not just the one that
+    emptied it (with fusion off, the newest round would otherwise regrow the object beyond it)."""
+    image, _ = ellipsoid
+    session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, fusion=fusion)
+    session.click((12, 32, 32))
+    runner = session._runner
+    real_segment = runner.segment_slice
+    runner.segment_slice = lambda z, pos, neg, prev: np.zeros_like(prev) if neg else real_segment(z, pos, neg, prev)
+    session.click((18, 32, 32), positive=False)
+    session.click((16, 32, 40))  # a later correction just below the wall
+    assert session.mask[16].any()
+    assert not session.mask[18:].any()

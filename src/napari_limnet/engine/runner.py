@@ -110,8 +110,9 @@ class NetworkRunner:
     def propagate(self, start: int, mask: np.ndarray, step: int, anchors: dict[int, np.ndarray],
                   entries: list, cancelled: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray, float]]:
         """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask, predicted Dice).
-        Anchor slices are not predicted: their mask re-seeds the walk. After EMPTY_STOP empty slices
-        the rest of the direction is yielded empty with the last score."""
+        Anchor slices are not predicted: their mask re-seeds the walk, and an empty one the user made
+        is a wall: the walk ends there unless a later anchor holds the object again. After EMPTY_STOP
+        empty slices the rest of the direction is yielded empty with the last score."""
         bank = MemoryBank(self.working_frames, self.longterm_elements)
         for key, value in entries:
             bank.add_permanent(key, value)
@@ -125,6 +126,8 @@ class NetworkRunner:
                 return
             if z in anchors:
                 prev_mask = anchors[z]
+                if not prev_mask.any() and not any(m.any() for a, m in anchors.items() if (a - z) * step > 0):
+                    return
                 z += step
                 continue
             if empties >= EMPTY_STOP:
