@@ -44,8 +44,14 @@ class Sampler:
             return self.pool[int(self.rng.integers(len(self.pool)))]
         return self.volumes[int(self.rng.integers(len(self.volumes)))]
 
-    def sample(self, length: int, with_anchor: bool = False) -> Sample:
+    def sample(self, length: int, with_anchor: bool = False, *, crossing_share: float = 0.5,
+               past_end: bool = False) -> Sample:
+        """``crossing_share`` of the sequences (length > 2) run off the end of the object, so that
+        propagation learns to stop. ``past_end``: two slices, the object's last one and the empty one
+        after it (the slice a leaked propagation wrongly covers)."""
         rng = self.rng
+        if past_end:
+            length, with_anchor = 2, False
         while True:
             vol = self._volume()
             label = vol.objects[int(rng.integers(len(vol.objects)))]
@@ -57,11 +63,12 @@ class Sampler:
             n = obj.shape[0]
             d = 1 if rng.random() < 0.5 else -1
             starts = present[(present + d * (length - 1) >= 0) & (present + d * (length - 1) < n)]
+            if past_end:
+                starts = starts[~obj[starts + d].any(axis=(1, 2))]
             if len(starts) == 0:
                 continue
-            # Half of the sequences run off the end of the object: propagation must learn to stop.
             crossing = starts[~obj[starts + d * (length - 1)].any(axis=(1, 2))] if length > 2 else starts[:0]
-            if len(crossing) and rng.random() < 0.5:
+            if len(crossing) and rng.random() < crossing_share:
                 starts = crossing
             z0 = int(starts[int(rng.integers(len(starts)))])
             index = [z0 + d * i for i in range(length)]

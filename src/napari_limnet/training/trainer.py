@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model import LimNet, LimNetConfig, count_parameters, save_weights
+from ..model import LimNet, LimNetConfig, count_parameters, load_model, save_weights
 from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
 from .rollout import val_objects, validate
@@ -59,7 +59,10 @@ class Trainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.net = LimNet(LimNetConfig()).to(self.device)
+        self.net = LimNet(LimNetConfig())
+        if config.init_weights:  # fine-tuning: start from earlier weights (a checkpoint, if any, wins)
+            self.net.load_state_dict(load_model(resolve(base, config.init_weights), allow_random=False)[0].state_dict())
+        self.net.to(self.device)
         self.buffer = QualityBuffer()
         self.use_amp = config.amp and self.device.type == "cuda"
         data_root = resolve(base, config.data_root)
@@ -127,10 +130,12 @@ class Trainer:
     # --- steps ----------------------------------------------------------------------------------
     def _samples(self, stage: StageConfig, progress: float, interaction: bool):
         if interaction:
-            return [self.sampler.sample(2) for _ in range(stage.batch)]
+            return [self.sampler.sample(2, past_end=self.rng.random() < stage.past_end_share)
+                    for _ in range(stage.batch)]
         lo, hi = stage.seq_len
         length = int(round(lo + (hi - lo) * progress))
-        return [self.sampler.sample(length + 1, with_anchor=True) for _ in range(stage.batch)]
+        return [self.sampler.sample(length + 1, with_anchor=True, crossing_share=stage.crossing_share)
+                for _ in range(stage.batch)]
 
     def _step(self, stage: StageConfig, progress: float) -> dict:
         interaction = stage.kind == "interaction" or (
