@@ -161,3 +161,10 @@ def prompt_maps(roi: Roi, pos, neg, prev: np.ndarray, crop: int) -> torch.Tensor
     negative clicks (slice coordinates) and the slice's previous mask."""
     maps = click_maps(roi.to_crop(pos, crop), roi.to_crop(neg, crop), crop)
     return torch.cat([maps, crop_mask(prev, roi, crop)], dim=1)
+
+
+def quality_inputs(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float], crop: int):
+    """The quality head's view of a slice mask: image and mask in the mask's own window. Every
+    candidate of a slice is framed this way, in use and in training, so that their scores compare."""
+    roi = roi_around(mask, [], mask.shape, spacing)
+    return crop_image(image, roi, crop), crop_mask(mask, roi, crop)

@@ -14,7 +14,7 @@ import torch
 
 from ..model import LimNet, SliceFeatures
 from ..model.limnet import fused_for_inference
-from .crops import Roi, crop_image, crop_mask, full_roi, paste_logits, prompt_maps, roi_around
+from .crops import Roi, crop_image, crop_mask, full_roi, paste_logits, prompt_maps, quality_inputs, roi_around
 from .memory_bank import MemoryBank, pool_entry
 from .propagation import memory_step, resample_hidden
 
@@ -33,7 +33,7 @@ class NetworkRunner:
         self.cache_slices = cache_slices
         self.working_frames = working_frames
         self.longterm_elements = longterm_elements
-        self._cache: OrderedDict[tuple[int, Roi], tuple[torch.Tensor, SliceFeatures, torch.Tensor]] = OrderedDict()
+        self._cache: OrderedDict[tuple[int, Roi], tuple[SliceFeatures, torch.Tensor]] = OrderedDict()
         self.to(net, device)
 
     def to(self, net: LimNet, device: torch.device) -> None:
@@ -49,8 +49,8 @@ class NetworkRunner:
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.float16) if self.half else nullcontext()
 
-    def features(self, z: int, roi: Roi) -> tuple[torch.Tensor, SliceFeatures, torch.Tensor]:
-        """(image crop, features, key) of slice z in window roi, computed once and cached (LRU)."""
+    def features(self, z: int, roi: Roi) -> tuple[SliceFeatures, torch.Tensor]:
+        """(features, key) of slice z in window roi, computed once and cached (LRU)."""
         hit = self._cache.get((z, roi))
         if hit is not None:
             self._cache.move_to_end((z, roi))
@@ -59,7 +59,7 @@ class NetworkRunner:
         with self._autocast():
             feats = self.net.encode_image(image)
             key = self.net.encode_key(feats)
-        entry = (image, feats, key)
+        entry = (feats, key)
         self._cache[(z, roi)] = entry
         while len(self._cache) > self.cache_slices:
             self._cache.popitem(last=False)
@@ -80,7 +80,7 @@ class NetworkRunner:
         return mask
 
     def _interact(self, z: int, roi: Roi, pos: list, neg: list, prev: np.ndarray) -> np.ndarray:
-        _, feats, _ = self.features(z, roi)
+        feats, _ = self.features(z, roi)
         prompts = prompt_maps(roi, pos, neg, prev, self.crop).to(self.device)
         with self._autocast():
             logits = self.net.interact(feats, prompts)
@@ -89,10 +89,9 @@ class NetworkRunner:
     @torch.inference_mode()
     def score(self, z: int, mask: np.ndarray) -> float:
         """Predicted Dice of ``mask`` on slice z (the quality head of MRF)."""
-        roi = roi_around(mask, [], self.slice_shape, self.spacing)
-        image, _, _ = self.features(z, roi)
+        image, mask_crop = quality_inputs(self.volume[z], mask, self.spacing, self.crop)
         with self._autocast():
-            return float(self.net.score(image, crop_mask(mask, roi, self.crop).to(self.device))[0])
+            return float(self.net.score(image.to(self.device), mask_crop.to(self.device))[0])
 
     @torch.inference_mode()
     def anchor_entries(self, anchors: dict[int, np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -100,7 +99,7 @@ class NetworkRunner:
         entries = []
         for z, mask in sorted(anchors.items()):
             roi = roi_around(mask, [], self.slice_shape, self.spacing)
-            _, feats, key = self.features(z, roi)
+            feats, key = self.features(z, roi)
             with self._autocast():
                 value = self.net.encode_value(feats, crop_mask(mask, roi, self.crop).to(self.device))
             entries.append(pool_entry(key.float(), value.float()))
@@ -118,7 +117,7 @@ class NetworkRunner:
             bank.add_permanent(key, value)
         prev_mask = mask
         prev_roi = roi_around(mask, [], self.slice_shape, self.spacing)
-        hidden = self.net.initial_hidden(self.features(start, prev_roi)[1]).float()
+        hidden = self.net.initial_hidden(self.features(start, prev_roi)[0]).float()
         empties, last_score = 0, 1.0
         z = start + step
         while 0 <= z < self.volume.shape[0]:
@@ -135,13 +134,11 @@ class NetworkRunner:
                 z += step
                 continue
             roi = roi_around(prev_mask, [], self.slice_shape, self.spacing, expand=0.5) if prev_mask.any() else prev_roi
-            image, feats, key = self.features(z, roi)
+            feats, key = self.features(z, roi)
             hidden = resample_hidden(hidden, prev_roi, roi)
             with self._autocast():
                 logits, hidden = memory_step(self.net, feats, key, bank, hidden,
                                              crop_mask(prev_mask, roi, self.crop).to(self.device))
-                binary = (logits > 0).to(logits.dtype)
-                last_score = float(self.net.score(image, binary)[0])
                 value = self.net.encode_value(feats, torch.sigmoid(logits))
             hidden = hidden.float()
             bank.add(*pool_entry(key.float(), value.float()))
@@ -149,6 +146,7 @@ class NetworkRunner:
             empties = empties + 1 if out.sum() < MIN_PIXELS else 0
             if empties:
                 out[:] = False
+            last_score = self.score(z, out)
             yield z, out, last_score
             prev_mask, prev_roi = out, roi
             z += step

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, roi_around
+from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, quality_inputs, roi_around
 from ..engine.memory_bank import MemoryBank, pool_entry
 from ..engine.propagation import resample_hidden
 from ..evaluation.protocol import dice as slice_dice
@@ -32,17 +32,21 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class QualityBuffer:
-    """Recent (image crop, binary mask crop, true slice Dice) triples for the quality head."""
+    """Recent (image crop, binary mask crop, true slice Dice) triples for the quality head, framed as
+    the engine frames a mask it scores (``quality_inputs``)."""
 
+    crop: int = 128
     capacity: int = 1024
     images: list = field(default_factory=list)
     masks: list = field(default_factory=list)
     dices: list = field(default_factory=list)
 
-    def add(self, image: torch.Tensor, mask: torch.Tensor, dice: float) -> None:
-        self.images.append(image.detach().cpu().half())
-        self.masks.append((mask.detach().cpu() > 0.5).half())
-        self.dices.append(float(dice))
+    def add(self, image: np.ndarray, mask: np.ndarray, ref: np.ndarray, spacing) -> None:
+        """image, mask, ref: one whole slice (2D), the mask to score and the reference."""
+        image_crop, mask_crop = quality_inputs(image, mask, spacing, self.crop)
+        self.images.append(image_crop.half())
+        self.masks.append((mask_crop > 0.5).half())
+        self.dices.append(slice_dice(mask, ref))
         if len(self.dices) > self.capacity:
             del self.images[0], self.masks[0], self.dices[0]
 
@@ -58,12 +62,11 @@ def quality_loss(net: LimNet, buffer: QualityBuffer, rng, size: int, device) -> 
     return F.smooth_l1_loss(net.score(image, mask).float(), dice, beta=0.1)
 
 
-def add_perturbed(buffer: QualityBuffer, rng, image: torch.Tensor, ref: np.ndarray, roi: Roi, crop: int):
+def add_perturbed(buffer: QualityBuffer, rng, image: np.ndarray, ref: np.ndarray, spacing) -> None:
     """A hand-made wrong (or right, or empty) mask, so the quality head sees the whole Dice range."""
     r = rng.random()
     wrong = np.zeros_like(ref) if r < 0.15 else ref if r < 0.3 else perturb_mask(rng, ref)
-    m = crop_mask(wrong, roi, crop) > 0.5
-    buffer.add(image, m.float(), slice_dice(paste_logits(m.float() * 2 - 1, roi, ref.shape), ref))
+    buffer.add(image, wrong, ref, spacing)
 
 
 @dataclass
@@ -131,18 +134,18 @@ def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int
     states = [_start(rng, s) for s in samples]
     for _ in range(int(rng.integers(0, max_rounds + 1))):
         with torch.no_grad(), autocast():
-            x, logits = _interact(net, states, device)
+            _, logits = _interact(net, states, device)
         for i, st in enumerate(states):
             mask = paste_logits(logits[i:i + 1].float().cpu(), st.roi, st.ref.shape)
-            buffer.add(x[i:i + 1], (logits[i:i + 1] > 0).float(), slice_dice(mask, st.ref))
+            buffer.add(st.image, mask, st.ref, st.spacing)
             _advance(rng, st, mask)
     with autocast():
-        x, logits = _interact(net, states, device)
+        _, logits = _interact(net, states, device)
     target = torch.cat([crop_mask(st.ref, st.roi, crop) for st in states]).to(device)
     for i, st in enumerate(states):
         mask = paste_logits(logits[i:i + 1].detach().float().cpu(), st.roi, st.ref.shape)
-        buffer.add(x[i:i + 1], (logits[i:i + 1] > 0).float(), slice_dice(mask, st.ref))
-        add_perturbed(buffer, rng, x[i:i + 1], st.ref, st.roi, crop)
+        buffer.add(st.image, mask, st.ref, st.spacing)
+        add_perturbed(buffer, rng, st.image, st.ref, st.spacing)
     return seg_loss(logits, target)
 
 
@@ -199,7 +202,7 @@ def memory_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffe
             for i, bank in enumerate(banks):
                 bank.add(*pool_entry(key[i:i + 1], values[i:i + 1]))
                 mask = paste_logits(logits[i:i + 1].detach().float().cpu(), new_rois[i], shapes[i])
-                buffer.add(x[i:i + 1], (logits[i:i + 1] > 0).float(), slice_dice(mask, samples[i].mask[t]))
+                buffer.add(samples[i].image[t], mask, samples[i].mask[t], samples[i].spacing)
                 prev_masks.append(mask)
             rois = new_rois
     return torch.stack(losses).mean()

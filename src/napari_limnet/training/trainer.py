@@ -63,7 +63,7 @@ class Trainer:
         if config.init_weights:  # fine-tuning: start from earlier weights (a checkpoint, if any, wins)
             self.net.load_state_dict(load_model(resolve(base, config.init_weights), allow_random=False)[0].state_dict())
         self.net.to(self.device)
-        self.buffer = QualityBuffer()
+        self.buffer = QualityBuffer(crop=self.net.config.crop)
         self.use_amp = config.amp and self.device.type == "cuda"
         data_root = resolve(base, config.data_root)
         train_volumes, val_vols = [], []
