@@ -271,17 +271,21 @@ def test_volume_is_never_modified(ellipsoid, weights):
     assert np.array_equal(image, copy)
 
 
-def test_a_slice_emptied_by_a_negative_click_ends_the_object_in_that_direction(session):
+def test_a_negative_click_on_a_slice_without_positive_clicks_ends_the_object_there(session):
     session.click((12, 32, 32))
-    runner = session._runner
-    real_segment = runner.segment_slice
-    runner.segment_slice = lambda z, pos, neg, prev: np.zeros_like(prev) if neg else real_segment(z, pos, neg, prev)
     before = session.mask.copy()
     session.click((18, 32, 32), positive=False)  # the user says: no object on slice 18
     assert not session.mask[18:].any()  # nothing beyond the stop slice (the object lies below it)
     assert np.array_equal(session.mask[:18], before[:18])  # the object's side is untouched
     session.undo()
     assert np.array_equal(session.mask, before)
+
+
+def test_a_negative_click_next_to_a_positive_one_trims_rather_than_clears(session):
+    session.click((12, 32, 32))
+    session.click((12, 32, 48), positive=False)  # the slice has a positive click: the network trims
+    assert session.mask[12, 32, 32]
+    assert not session.mask[12, 32, 48]
 
 
 @pytest.mark.parametrize("fusion", [True, False])
@@ -291,9 +295,6 @@ def test_later_rounds_do_not_spread_past_an_emptied_slice(ellipsoid, weights, fu
     image, _ = ellipsoid
     session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, fusion=fusion)
     session.click((12, 32, 32))
-    runner = session._runner
-    real_segment = runner.segment_slice
-    runner.segment_slice = lambda z, pos, neg, prev: np.zeros_like(prev) if neg else real_segment(z, pos, neg, prev)
     session.click((18, 32, 32), positive=False)
     session.click((16, 32, 40))  # a later correction just below the wall
     assert session.mask[16].any()

@@ -3,6 +3,8 @@
 A session belongs to one object in one volume. Each click is a round: the clicked slice's 2D mask
 (all clicks ever made on that slice take part), propagation through the volume in both directions
 with every user-interacted slice as a permanent memory anchor, then Multi-Round Result Fusion.
+A slice with negative clicks only holds no object, and the object ends there (micro-sam's convention
+too): that is how a user stops a propagation that runs past the object's end.
 Rounds run one at a time; starting a round or calling ``cancel`` stops the one in progress, and a
 round that does not finish changes nothing.
 """
@@ -262,7 +264,10 @@ class Session:
             on_slice = [c for c in self._clicks if self._oriented(c.point)[0] == oz] + [new_click]
             pos = [self._oriented(c.point)[1:] for c in on_slice if c.positive]
             neg = [self._oriented(c.point)[1:] for c in on_slice if not c.positive]
-            mask2d = self._runner.segment_slice(oz, pos, neg, self._omask[oz].copy())
+            if pos:
+                mask2d = self._runner.segment_slice(oz, pos, neg, self._omask[oz].copy())
+            else:  # only negative clicks here: the object is not on this slice (a stop slice, see _walk)
+                mask2d = np.zeros(self._runner.slice_shape, dtype=bool)
             anchors = self._anchors(oz, mask2d)
             entries = self._runner.anchor_entries(anchors)
         first_mask_s = time.perf_counter() - start
