@@ -48,7 +48,8 @@ class Controls(QWidget):
         form.addRow("", self.device_found)
 
         self.negative_check = QCheckBox(f"Negative clicks ({KEY_OF['toggle_negative'].upper()})")
-        self.negative_check.setToolTip("Left clicks add negative prompts (right click always does)")
+        self.negative_check.setToolTip("Left clicks add negative prompts (right click always does). On a slice with "
+                                       "no positive click, a negative click clears the slice and ends the object there")
         self.overwrite_check = QCheckBox("Overwrite other objects")
         self.overwrite_check.setToolTip("Let this object take voxels that belong to other objects")
 
