@@ -276,7 +276,8 @@ def test_a_negative_click_on_a_slice_without_positive_clicks_ends_the_object_the
     before = session.mask.copy()
     session.click((18, 32, 32), positive=False)  # the user says: no object on slice 18
     assert not session.mask[18:].any()  # nothing beyond the stop slice (the object lies below it)
-    assert np.array_equal(session.mask[:18], before[:18])  # the object's side is untouched
+    assert np.array_equal(session.mask[:13], before[:13])  # the far side and the user's slice are untouched
+    assert session.mask[13:18].any()  # in between: propagated again from slice 12, knowing 18 is empty
     session.undo()
     assert np.array_equal(session.mask, before)
 

@@ -15,6 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from itertools import takewhile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,13 +300,18 @@ class Session:
             self.last_timing = RoundTiming(first_mask_s, time.perf_counter() - start, len(new.candidates) - 1)
 
     def _walk(self, start: int, mask2d: np.ndarray, step: int, anchors: dict, entries: list, cancelled):
-        """Propagation in one direction. A clicked slice left empty is a stop slice: nothing spreads
-        from it, and when no user-interacted slice beyond it holds the object, the object ends there
-        (every slice beyond is empty, with full confidence, until a later round says otherwise)."""
+        """Propagation in one direction. A clicked slice left empty is a stop slice: when no
+        user-interacted slice beyond it holds the object, the object ends there (every slice beyond
+        is empty, with full confidence, until a later round says otherwise). Towards the object, the
+        slices up to the stop slice are propagated again from the nearest user slice that holds it,
+        now with the stop slice's "no object here" in memory."""
         if mask2d.any():
             return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled)
-        if any(m.any() for z, m in anchors.items() if (z - start) * step > 0):
-            return iter(())
+        ahead = [z for z, m in anchors.items() if (z - start) * step > 0 and m.any()]
+        if ahead:
+            source = min(ahead, key=lambda z: abs(z - start))
+            walk = self._runner.propagate(source, anchors[source], -step, anchors, entries, cancelled)
+            return takewhile(lambda item: (item[0] - start) * step > 0, walk)
         empty = np.zeros(self._runner.slice_shape, dtype=bool)
         end = self.n_slices if step > 0 else -1
         return ((z, empty, 1.0) for z in range(start + step, end, step) if z not in anchors)
