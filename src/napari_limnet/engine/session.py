@@ -15,8 +15,8 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from itertools import takewhile
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 
 import numpy as np

@@ -177,6 +177,8 @@ class Trainer:
                 best_state = torch.load(best_path, map_location=self.device, weights_only=True)
             else:
                 best_state = copy.deepcopy(self.net.state_dict())
+            if best is None and stage.kind != "quality":  # a stage never ships worse weights than it began with
+                best, best_state = self._validate_keep_best(si, stage, 0, best, best_state)
             t0 = time.time() - elapsed
             cap = stage.max_minutes * 60
             running = {}
