@@ -54,19 +54,23 @@ class Round:
 
 def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[int, int], float]) -> int:
     """Index of the round whose candidate slice ``z`` shows, or -1 if no round reached it.
-    ``score(round_index, z)`` supplies a missing score on demand (only the initial mask lacks them)."""
-    best, best_score = -1, -np.inf
+    ``score(round_index, z)`` supplies a missing score on demand: only slices that several rounds
+    compete for are ever scored."""
+    contenders = []
     for i in range(len(rounds) - 1, -1, -1):
         r = rounds[i]
         if z not in r.candidates:
             continue
         if z in r.owned:
             return i
-        if not fusion:
-            if best < 0:
-                best = i
-            continue
-        s = r.scores[z] if z in r.scores else score(i, z)
+        contenders.append(i)
+    if not contenders:
+        return -1
+    if not fusion or len(contenders) == 1:
+        return contenders[0]
+    best, best_score = -1, -np.inf
+    for i in contenders:  # newest first: ties go to the newer round
+        s = rounds[i].scores[z] if z in rounds[i].scores else score(i, z)
         if s > best_score:
             best, best_score = i, s
     return best

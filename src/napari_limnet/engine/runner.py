@@ -108,17 +108,18 @@ class NetworkRunner:
     @torch.inference_mode()
     def propagate(self, start: int, mask: np.ndarray, step: int, anchors: dict[int, np.ndarray],
                   entries: list, cancelled: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray, float]]:
-        """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask, predicted Dice).
+        """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask, None): the
+        predicted Dice is left to fusion, which scores only the slices that several rounds reach.
         Anchor slices are not predicted: their mask re-seeds the walk, and an empty one the user made
         is a wall: the walk ends there unless a later anchor holds the object again. After EMPTY_STOP
-        empty slices the rest of the direction is yielded empty with the last score."""
+        empty slices the rest of the direction is yielded empty."""
         bank = MemoryBank(self.working_frames, self.longterm_elements)
         for key, value in entries:
             bank.add_permanent(key, value)
         prev_mask = mask
         prev_roi = roi_around(mask, [], self.slice_shape, self.spacing)
         hidden = self.net.initial_hidden(self.features(start, prev_roi)[0]).float()
-        empties, last_score = 0, 1.0
+        empties = 0
         z = start + step
         while 0 <= z < self.volume.shape[0]:
             if cancelled():
@@ -130,7 +131,7 @@ class NetworkRunner:
                 z += step
                 continue
             if empties >= EMPTY_STOP:
-                yield z, np.zeros(self.slice_shape, dtype=bool), last_score
+                yield z, np.zeros(self.slice_shape, dtype=bool), None
                 z += step
                 continue
             roi = roi_around(prev_mask, [], self.slice_shape, self.spacing, expand=0.5) if prev_mask.any() else prev_roi
@@ -146,7 +147,6 @@ class NetworkRunner:
             empties = empties + 1 if out.sum() < MIN_PIXELS else 0
             if empties:
                 out[:] = False
-            last_score = self.score(z, out)
-            yield z, out, last_score
+            yield z, out, None
             prev_mask, prev_roi = out, roi
             z += step

@@ -227,14 +227,14 @@ class Session:
         self._base = 1
         self._mask[...] = mask
 
-    def _score_missing(self, round_index: int, z: int) -> float:
-        r = self._rounds[round_index]
-        score = self._runner.score(z, r.candidates[z].to_full(self._runner.slice_shape))
-        r.scores[z] = score
-        return score
+    def _score(self, r: Round, z: int) -> float:
+        """The quality head's predicted Dice of a round's slice, computed once, when fusion needs it."""
+        if z not in r.scores:
+            r.scores[z] = self._runner.score(z, r.candidates[z].to_full(self._runner.slice_shape))
+        return r.scores[z]
 
     def _fused(self, rounds: list[Round], z: int) -> np.ndarray:
-        i = choose_round(rounds, z, fusion=self.fusion, score=self._score_missing)
+        i = choose_round(rounds, z, fusion=self.fusion, score=lambda k, zz: self._score(rounds[k], zz))
         if i < 0:
             return np.zeros(self._runner.slice_shape, dtype=bool)
         return rounds[i].candidates[z].to_full(self._runner.slice_shape)
@@ -287,7 +287,8 @@ class Session:
                         break
                     z, out, score = item
                     new.candidates[z] = SliceMask.from_full(out)
-                    new.scores[z] = score
+                    if score is not None:  # the stop rule's certain empties; others are scored on demand
+                        new.scores[z] = score
                     fused = self._fused(trial, z)
                 done += 1
                 yield RoundUpdate("propagated", self.slice_index(z), fused, done, total)

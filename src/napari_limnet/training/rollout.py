@@ -45,9 +45,9 @@ def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, d
         anchors = {z0: first}
         entries = runner.anchor_entries(anchors)
         for direction in (-1, 1):
-            for z, mask, predicted in runner.propagate(z0, first, direction, anchors, entries, lambda: False):
+            for z, mask, _ in runner.propagate(z0, first, direction, anchors, entries, lambda: False):
                 pred[z] = mask
-                quality_err.append(abs(predicted - slice_dice(mask, ref[z])))
+                quality_err.append(abs(runner.score(z, mask) - slice_dice(mask, ref[z])))
     result["dice3d@1"] = slice_dice(pred, ref)
     result["quality_mae"] = float(np.mean(quality_err))
     return result
