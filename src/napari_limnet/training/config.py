@@ -19,8 +19,6 @@ class StageConfig:
     batch: int = 8
     seq_len: tuple[int, int] = (2, 6)  # memory stage: sequence length grows from first to second
     interaction_mix: float = 0.0  # memory stage: share of steps that train the interaction module
-    past_end_share: float = 0.0  # interaction steps: share of samples on the first slice past the object's
-    # end, with the last slice's mask as a leaked previous mask and a negative click: the answer is empty
     crossing_share: float = 0.5  # memory stage: share of sequences that run off the end of the object
     max_minutes: float = 0.0
 

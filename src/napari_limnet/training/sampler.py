@@ -44,14 +44,10 @@ class Sampler:
             return self.pool[int(self.rng.integers(len(self.pool)))]
         return self.volumes[int(self.rng.integers(len(self.volumes)))]
 
-    def sample(self, length: int, with_anchor: bool = False, *, crossing_share: float = 0.5,
-               past_end: bool = False) -> Sample:
+    def sample(self, length: int, with_anchor: bool = False, *, crossing_share: float = 0.5) -> Sample:
         """``crossing_share`` of the sequences (length > 2) run off the end of the object, so that
-        propagation learns to stop. ``past_end``: two slices, the object's last one and the empty one
-        after it (the slice a leaked propagation wrongly covers)."""
+        propagation learns to stop."""
         rng = self.rng
-        if past_end:
-            length, with_anchor = 2, False
         while True:
             vol = self._volume()
             label = vol.objects[int(rng.integers(len(vol.objects)))]
@@ -63,8 +59,6 @@ class Sampler:
             n = obj.shape[0]
             d = 1 if rng.random() < 0.5 else -1
             starts = present[(present + d * (length - 1) >= 0) & (present + d * (length - 1) < n)]
-            if past_end:
-                starts = starts[~obj[starts + d].any(axis=(1, 2))]
             if len(starts) == 0:
                 continue
             crossing = starts[~obj[starts + d * (length - 1)].any(axis=(1, 2))] if length > 2 else starts[:0]

@@ -85,11 +85,6 @@ class _Click2D:
 
 def _start(rng, s: Sample) -> _Click2D:
     img, ref, sp = s.image[0], s.mask[0], s.spacing
-    if not s.mask[1].any():  # past the object's end: a leaked mask that a negative click must clear
-        prev = s.mask[0] if rng.random() < 0.5 else perturb_mask(rng, s.mask[0])
-        if prev.any():
-            neg = [interior_click(rng, prev, sp)]
-            return _Click2D(s.image[1], s.mask[1], sp, [], neg, prev, roi_around(prev, neg, ref.shape, sp), False)
     if rng.random() < 0.35:  # a correction on a slice that already has a (propagated) mask
         prev = s.mask[1] if rng.random() < 0.5 else perturb_mask(rng, ref)
         if prev.any():

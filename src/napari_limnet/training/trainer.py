@@ -130,8 +130,7 @@ class Trainer:
     # --- steps ----------------------------------------------------------------------------------
     def _samples(self, stage: StageConfig, progress: float, interaction: bool):
         if interaction:
-            return [self.sampler.sample(2, past_end=self.rng.random() < stage.past_end_share)
-                    for _ in range(stage.batch)]
+            return [self.sampler.sample(2) for _ in range(stage.batch)]
         lo, hi = stage.seq_len
         length = int(round(lo + (hi - lo) * progress))
         return [self.sampler.sample(length + 1, with_anchor=True, crossing_share=stage.crossing_share)
