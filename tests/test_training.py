@@ -25,7 +25,8 @@ from napari_limnet.training.trainer import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-# limnet-cpu-small-v1 scores 0.745 on this case (one click at the distance maximum); floor with margin.
+# limnet-cpu-small-v2 (segmentation modules of v1) scores 0.745 on this case (one click at the distance
+# maximum); floor with margin.
 ONE_CLICK_DICE_FLOOR = 0.6
 
 
