@@ -50,6 +50,11 @@ class Controls(QWidget):
         self.negative_check = QCheckBox(f"Negative clicks ({KEY_OF['toggle_negative'].upper()})")
         self.negative_check.setToolTip("Left clicks add negative prompts (right click always does). On a slice with "
                                        "no positive click, a negative click clears the slice and ends the object there")
+        self.fusion_check = QCheckBox("Fuse rounds (MRF)")
+        self.fusion_check.setChecked(True)
+        self.fusion_check.setToolTip("On: each slice keeps the round whose result the quality head rates best. "
+                                     "Off: the newest round wins (with today's weights, slightly more accurate "
+                                     "on the validation data). Applies to objects started from now on")
         self.overwrite_check = QCheckBox("Overwrite other objects")
         self.overwrite_check.setToolTip("Let this object take voxels that belong to other objects")
 
@@ -71,6 +76,7 @@ class Controls(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.negative_check)
+        layout.addWidget(self.fusion_check)
         layout.addWidget(self.overwrite_check)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)

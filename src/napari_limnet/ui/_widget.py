@@ -57,6 +57,7 @@ class LimNetWidget(Controls):
         self._running: tuple | None = None
         self._pending: list[tuple] = []
         self._device = "auto"
+        self._fusion = True
         self._weights = None
         self._weights_lock = threading.Lock()
         self._refresh_timer = QTimer(self)
@@ -72,6 +73,7 @@ class LimNetWidget(Controls):
         self.object_spin.valueChanged.connect(lambda _: self._show_prompts())
         self.negative_check.toggled.connect(self._set_negative)
         self.overwrite_check.toggled.connect(self._set_overwrite)
+        self.fusion_check.toggled.connect(self._set_fusion)
         self.undo_button.clicked.connect(self.undo_round)
         self.reset_button.clicked.connect(self.reset_object)
         self.clear_button.clicked.connect(self.clear_prompts)
@@ -266,7 +268,7 @@ class LimNetWidget(Controls):
             if self._weights is None:
                 self._weights = load_model()
         return Session(volume, spacing, axis, self._device, weights=self._weights, initial_mask=initial_mask,
-                       threads=gui_threads())
+                       fusion=self._fusion, threads=gui_threads())
 
     # ---- worker slots (GUI thread) -----------------------------------------------------------------
     def _on_write(self, write: SliceWrite) -> None:
@@ -353,6 +355,11 @@ class LimNetWidget(Controls):
     def _set_overwrite(self, overwrite: bool) -> None:
         if self.annotator is not None:
             self.annotator.overwrite = overwrite
+
+    def _set_fusion(self, fusion: bool) -> None:
+        self._fusion = fusion
+        mode = "fused by predicted quality" if fusion else "newest round wins"
+        self._set_status(f"Rounds {mode}: for objects started from now on")
 
     def _set_device(self, device: str) -> None:
         self._device = device
