@@ -22,6 +22,12 @@ EMPTY_STOP = 3  # consecutive empty slices after which propagation in a directio
 MIN_PIXELS = 3  # a predicted slice mask smaller than this counts as empty
 
 
+def object_slices_beyond(anchors: dict[int, np.ndarray], z: int, step: int) -> list[int]:
+    """User slices past slice ``z`` in direction ``step`` that hold the object: while there are none,
+    an empty user slice ends the object in that direction."""
+    return [a for a, m in anchors.items() if (a - z) * step > 0 and m.any()]
+
+
 class NetworkRunner:
     """Runs LIM-Net on the slices of one oriented volume; caches per-slice features across rounds."""
 
@@ -107,7 +113,7 @@ class NetworkRunner:
 
     @torch.inference_mode()
     def propagate(self, start: int, mask: np.ndarray, step: int, anchors: dict[int, np.ndarray],
-                  entries: list, cancelled: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray, float]]:
+                  entries: list, cancelled: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray, None]]:
         """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask, None): the
         predicted Dice is left to fusion, which scores only the slices that several rounds reach.
         Anchor slices are not predicted: their mask re-seeds the walk, and an empty one the user made
@@ -126,7 +132,7 @@ class NetworkRunner:
                 return
             if z in anchors:
                 prev_mask = anchors[z]
-                if not prev_mask.any() and not any(m.any() for a, m in anchors.items() if (a - z) * step > 0):
+                if not prev_mask.any() and not object_slices_beyond(anchors, z, step):
                     return
                 z += step
                 continue

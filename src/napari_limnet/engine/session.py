@@ -25,7 +25,7 @@ import torch
 from ..model import LimNet, WeightsInfo, load_model
 from .device import configure_cpu_threads, resolve_device
 from .fusion import Round, SliceMask, choose_round
-from .runner import NetworkRunner
+from .runner import NetworkRunner, object_slices_beyond
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
 
@@ -308,7 +308,7 @@ class Session:
         now with the stop slice's "no object here" in memory."""
         if mask2d.any():
             return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled)
-        ahead = [z for z, m in anchors.items() if (z - start) * step > 0 and m.any()]
+        ahead = object_slices_beyond(anchors, start, step)
         if ahead:
             source = min(ahead, key=lambda z: abs(z - start))
             walk = self._runner.propagate(source, anchors[source], -step, anchors, entries, cancelled)
