@@ -59,10 +59,10 @@ class Trainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.net = LimNet(LimNetConfig())
         if config.init_weights:  # fine-tuning: start from earlier weights (a checkpoint, if any, wins)
-            self.net.load_state_dict(load_model(resolve(base, config.init_weights), allow_random=False)[0].state_dict())
-        self.net.to(self.device)
+            self.net = load_model(resolve(base, config.init_weights), allow_random=False)[0].to(self.device)
+        else:
+            self.net = LimNet(LimNetConfig()).to(self.device)
         self.buffer = QualityBuffer(crop=self.net.config.crop)
         self.use_amp = config.amp and self.device.type == "cuda"
         data_root = resolve(base, config.data_root)
