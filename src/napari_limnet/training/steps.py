@@ -114,11 +114,11 @@ def _advance(rng, st: _Click2D, mask: np.ndarray) -> None:
               else full_roi(mask.shape, st.spacing))
 
 
-def _interact(net: LimNet, states: list[_Click2D], device):
+def _interact(net: LimNet, states: list[_Click2D], device) -> torch.Tensor:
     crop = net.config.crop
     xs, prompts = zip(*(interaction_inputs(s.image, s.roi, s.pos, s.neg, s.prev, crop) for s in states))
     x, p = torch.cat(xs).to(device), torch.cat(prompts).to(device)
-    return x, net.interact(net.encode_image(x), p)
+    return net.interact(net.encode_image(x), p)
 
 
 def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int, buffer: QualityBuffer,
@@ -129,13 +129,13 @@ def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int
     states = [_start(rng, s) for s in samples]
     for _ in range(int(rng.integers(0, max_rounds + 1))):
         with torch.no_grad(), autocast():
-            _, logits = _interact(net, states, device)
+            logits = _interact(net, states, device)
         for i, st in enumerate(states):
             mask = paste_logits(logits[i:i + 1].float().cpu(), st.roi, st.ref.shape)
             buffer.add(st.image, mask, st.ref, st.spacing)
             _advance(rng, st, mask)
     with autocast():
-        _, logits = _interact(net, states, device)
+        logits = _interact(net, states, device)
     target = torch.cat([crop_mask(st.ref, st.roi, crop) for st in states]).to(device)
     for i, st in enumerate(states):
         mask = paste_logits(logits[i:i + 1].detach().float().cpu(), st.roi, st.ref.shape)
