@@ -12,6 +12,7 @@ from synthetic import ellipsoid_volume
 from napari_limnet import Session
 from napari_limnet.engine.fusion import Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
+from napari_limnet.engine.runner import REACH, reach_in_slices
 from napari_limnet.model import load_model
 
 
@@ -213,7 +214,7 @@ def test_memory_stays_within_budget_over_1000_slices():
 
 def test_propagation_over_a_long_volume_keeps_memory_flat(weights):
     image, _ = ellipsoid_volume(shape=(300, 32, 32), radii=(140, 10, 10))
-    s = Session(image, weights=weights)
+    s = Session(image, weights=weights, reach=None)
     s.click((150, 16, 16))
     assert len(s._runner._cache) <= s._runner.cache_slices
     assert s._rounds[-1].candidates.keys() == set(range(300))
@@ -250,7 +251,8 @@ def test_clicks_outside_the_volume_are_refused_and_change_nothing(session, point
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"device": "tpu"}, "unknown device"), ({"axis": 3}, "axis"),
-                                                  ({"spacing": (1, 0, 1)}, "spacing")])
+                                                  ({"spacing": (1, 0, 1)}, "spacing"),
+                                                  ({"reach": 0}, "reach"), ({"reach": float("nan")}, "reach")])
 def test_bad_options_are_refused(ellipsoid, weights, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Session(ellipsoid[0], weights=weights, **kwargs)
@@ -300,3 +302,28 @@ def test_later_rounds_do_not_spread_past_an_emptied_slice(ellipsoid, weights, fu
     session.click((16, 32, 40))  # a later correction just below the wall
     assert session.mask[16].any()
     assert not session.mask[18:].any()
+
+
+def test_propagation_stops_half_a_width_past_the_clicked_slice(weights):
+    """The compact-object prior: the object may not extend further along the slice normal than
+    ``reach`` times its width on the clicked slice (a sphere: half its diameter)."""
+    image, _ = ellipsoid_volume(shape=(60, 48, 48), radii=(8, 8, 8))
+    s = Session(image, weights=weights)
+    mask = s.click((30, 24, 24))
+    limit = reach_in_slices(mask[30], REACH, (1.0, 1.0), 1.0)
+    assert 2 <= limit < 29
+    assert mask[30 - limit].any() or mask[30 + limit].any()
+    assert not mask[31 + limit:].any() and not mask[:30 - limit].any()
+
+
+def test_a_positive_click_past_the_reach_carries_the_object_on(weights):
+    image, reference = ellipsoid_volume(shape=(60, 48, 48), radii=(24, 6, 6))  # a tube along the slices
+    s = Session(image, weights=weights)
+    first = s.click((30, 24, 24))
+    end = 30 + reach_in_slices(first[30], REACH, (1.0, 1.0), 1.0)
+    assert not first[end + 1:].any()
+    mask = s.click((end + 4, 24, 24))  # the user marks the object where the first round stopped
+    assert all(mask[z].any() for z in range(30, end + 5))
+    unlimited = Session(image, weights=weights, reach=None).click((30, 24, 24))
+    assert unlimited[end + 1:].any()  # without the prior the tube is followed further (the network's own stop)
+

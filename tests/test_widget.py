@@ -103,7 +103,9 @@ def test_click_segments_the_lesion_then_negative_click_and_undo(make_napari_view
     assert np.asarray(widget.prompts.layer.features["positive"]).tolist() == [True]
     before_negative = np.array(widget.labels.data, copy=True)
 
-    wrong = tuple(int(i[0]) for i in np.nonzero(first & ~ndimage.binary_dilation(reference, iterations=3)))
+    outside = np.where(first, ndimage.distance_transform_edt(~reference), 0)
+    wrong = np.unravel_index(int(np.argmax(outside)), first.shape)  # the result's voxel farthest outside the lesion
+    assert outside[wrong] > 0
     napari_click(widget, wrong, button=2)  # right click: negative
     wait_idle(qtbot, widget)
     after = object_mask(widget, 1)
@@ -220,4 +222,14 @@ def test_fusion_can_be_switched_off_for_new_objects(small, qtbot):
     napari_click(widget, interior_point(reference))
     wait_idle(qtbot, widget)
     assert widget.annotator.objects[1].session.fusion is False
+    assert object_mask(widget, 1)[interior_point(reference)]
+
+
+def test_the_compact_object_prior_can_be_switched_off_for_new_objects(small, qtbot):
+    widget, reference = small
+    assert widget.compact_check.isChecked()
+    widget.compact_check.setChecked(False)
+    napari_click(widget, interior_point(reference))
+    wait_idle(qtbot, widget)
+    assert widget.annotator.objects[1].session.reach is None
     assert object_mask(widget, 1)[interior_point(reference)]

@@ -42,6 +42,9 @@ def _add_segment_parser(sub) -> None:
                    help="where the network runs: auto uses CUDA when present (default auto)")
     p.add_argument("--weights", default=None, help="a LIM-Net weight file (default: the shipped weights)")
     p.add_argument("--no-fusion", action="store_true", help="newest round wins instead of multi-round fusion")
+    p.add_argument("--no-reach", action="store_true",
+                   help="let propagation run past half the object's width beyond the clicked slice "
+                        "(for long, tube-like structures)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -49,13 +52,14 @@ def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .engine import Session
+    from .engine.runner import REACH
     from .io import read_volume, write_labels
 
     if not 1 <= args.label <= 255:
         raise ValueError(f"--label must be between 1 and 255, got {args.label}")
     volume = read_volume(args.image)
     session = Session(volume.data, spacing=volume.spacing, axis=args.axis, device=args.device,
-                      weights=args.weights, fusion=not args.no_fusion)
+                      weights=args.weights, fusion=not args.no_fusion, reach=None if args.no_reach else REACH)
     print(f"weights: {session.weights.describe()}; device: {session.device}", file=sys.stderr)
     for point, positive in args.click:
         bar = tqdm(total=session.n_slices, unit="slice", disable=args.quiet, file=sys.stderr,

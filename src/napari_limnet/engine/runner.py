@@ -20,12 +20,22 @@ from .propagation import memory_step, resample_hidden
 
 EMPTY_STOP = 3  # consecutive empty slices after which propagation in a direction ends
 MIN_PIXELS = 3  # a predicted slice mask smaller than this counts as empty
+REACH = 0.5  # default reach of propagation past the last user slice holding the object, in its diameters
 
 
 def object_slices_beyond(anchors: dict[int, np.ndarray], z: int, step: int) -> list[int]:
     """User slices past slice ``z`` in direction ``step`` that hold the object: while there are none,
     an empty user slice ends the object in that direction."""
     return [a for a, m in anchors.items() if (a - z) * step > 0 and m.any()]
+
+
+def reach_in_slices(mask: np.ndarray, diameters: float, in_plane: tuple[float, float], slice_spacing: float) -> int:
+    """How many slices past a user slice the object may extend, for an object no longer along the slice
+    normal than ``diameters`` times its width there (the width: the equivalent-circle diameter of
+    ``mask``, in mm). The memory module rarely predicts an empty slice, so without this prior a
+    propagation runs on through the whole volume past the object's end."""
+    width = 2.0 * np.sqrt(float(mask.sum()) * in_plane[0] * in_plane[1] / np.pi)
+    return int(diameters * width / slice_spacing)
 
 
 class NetworkRunner:
@@ -113,12 +123,14 @@ class NetworkRunner:
 
     @torch.inference_mode()
     def propagate(self, start: int, mask: np.ndarray, step: int, anchors: dict[int, np.ndarray],
-                  entries: list, cancelled: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray, None]]:
+                  entries: list, cancelled: Callable[[], bool],
+                  last: int | None = None) -> Iterator[tuple[int, np.ndarray, None]]:
         """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask, None): the
         predicted Dice is left to fusion, which scores only the slices that several rounds reach.
         Anchor slices are not predicted: their mask re-seeds the walk, and an empty one the user made
-        is a wall: the walk ends there unless a later anchor holds the object again. After EMPTY_STOP
-        empty slices the rest of the direction is yielded empty."""
+        is a wall: the walk ends there unless a later anchor holds the object again. Past slice
+        ``last`` (None: no limit), and after EMPTY_STOP empty slices until an anchor holds the object
+        again, the walk yields empty slices."""
         bank = MemoryBank(self.working_frames, self.longterm_elements)
         for key, value in entries:
             bank.add_permanent(key, value)
@@ -134,9 +146,11 @@ class NetworkRunner:
                 prev_mask = anchors[z]
                 if not prev_mask.any() and not object_slices_beyond(anchors, z, step):
                     return
+                if prev_mask.any():
+                    empties = 0
                 z += step
                 continue
-            if empties >= EMPTY_STOP:
+            if empties >= EMPTY_STOP or (last is not None and (z - last) * step > 0):
                 yield z, np.zeros(self.slice_shape, dtype=bool), None
                 z += step
                 continue

@@ -25,7 +25,7 @@ import torch
 from ..model import LimNet, WeightsInfo, load_model
 from .device import configure_cpu_threads, resolve_device
 from .fusion import Round, SliceMask, choose_round
-from .runner import NetworkRunner, object_slices_beyond
+from .runner import REACH, NetworkRunner, object_slices_beyond, reach_in_slices
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
 
@@ -80,7 +80,8 @@ class Session:
 
     def __init__(self, volume, spacing=(1.0, 1.0, 1.0), axis: int = 0, device: str = "auto", *,
                  weights: str | Path | tuple[LimNet, WeightsInfo] | None = None,
-                 initial_mask: np.ndarray | None = None, fusion: bool = True, threads: int | None = None) -> None:
+                 initial_mask: np.ndarray | None = None, fusion: bool = True, reach: float | None = REACH,
+                 threads: int | None = None) -> None:
         self.volume = _check_volume(volume)
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
@@ -92,6 +93,9 @@ class Session:
             configure_cpu_threads(threads)
         net, self.weights = weights if isinstance(weights, tuple) else load_model(weights)
         self.fusion = fusion
+        if reach is not None and not (np.isfinite(reach) and reach > 0):
+            raise ValueError(f"reach must be a positive number of object widths or None, got {reach!r}")
+        self.reach = reach
         self.shape = self.volume.shape
         in_plane = tuple(s for i, s in enumerate(self.spacing) if i != axis)
         self._runner = NetworkRunner(net, np.moveaxis(self.volume, axis, 0), in_plane, self.device)
@@ -307,7 +311,8 @@ class Session:
         slices up to the stop slice are propagated again from the nearest user slice that holds it,
         now with the stop slice's "no object here" in memory."""
         if mask2d.any():
-            return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled)
+            return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled,
+                                          self._reach_end(start, step, anchors))
         ahead = object_slices_beyond(anchors, start, step)
         if ahead:
             source = min(ahead, key=lambda z: abs(z - start))
@@ -316,6 +321,15 @@ class Session:
         empty = np.zeros(self._runner.slice_shape, dtype=bool)
         end = self.n_slices if step > 0 else -1
         return ((z, empty, 1.0) for z in range(start + step, end, step) if z not in anchors)
+
+    def _reach_end(self, start: int, step: int, anchors: dict) -> int | None:
+        """The last slice a walk may fill: ``reach`` object widths past the outermost user slice that
+        holds the object in that direction (None: no limit)."""
+        if self.reach is None:
+            return None
+        outer = max(object_slices_beyond(anchors, start - step, step), key=lambda z: (z - start) * step)
+        width = reach_in_slices(anchors[outer], self.reach, self._runner.spacing, self.spacing[self.axis])
+        return outer + step * width
 
     def _move_to_cpu(self) -> None:
         torch.cuda.empty_cache()

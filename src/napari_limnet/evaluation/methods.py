@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from ..engine.runner import REACH
 from .baselines import RandomWalkerSession
 
 
@@ -35,11 +36,11 @@ class MethodContext:
         return f"LIM-Net weights: {self._model[1].describe()}"
 
 
-def _open_limnet(volume, spacing, context: MethodContext, *, fusion: bool):
+def _open_limnet(volume, spacing, context: MethodContext, *, fusion: bool, reach: float | None = REACH):
     from napari_limnet.engine import Session
 
     return Session(volume, spacing=spacing, axis=0, device=context.device, weights=context.model(),
-                   fusion=fusion)
+                   fusion=fusion, reach=reach)
 
 
 def _open_random_walker(volume, spacing, context: MethodContext):
@@ -49,5 +50,6 @@ def _open_random_walker(volume, spacing, context: MethodContext):
 METHODS = {
     "limnet": partial(_open_limnet, fusion=True),
     "limnet-no-mrf": partial(_open_limnet, fusion=False),  # ablation: newest round wins on every slice
+    "limnet-no-reach": partial(_open_limnet, fusion=True, reach=None),  # ablation: no compact-object prior
     "random-walker": _open_random_walker,
 }

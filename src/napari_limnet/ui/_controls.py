@@ -55,6 +55,12 @@ class Controls(QWidget):
         self.fusion_check.setToolTip("On: each slice keeps the round whose result the quality head rates best. "
                                      "Off: the newest round wins (with today's weights, slightly more accurate "
                                      "on the validation data). Applies to objects started from now on")
+        self.compact_check = QCheckBox("Compact object")
+        self.compact_check.setChecked(True)
+        self.compact_check.setToolTip("On: propagation stops about half the object's width past the last slice you "
+                                      "marked it on, so it does not run past the object's end. Turn off for long, "
+                                      "tube-like structures (vessels, bowel, spine). Applies to objects started from "
+                                      "now on")
         self.overwrite_check = QCheckBox("Overwrite other objects")
         self.overwrite_check.setToolTip("Let this object take voxels that belong to other objects")
 
@@ -77,6 +83,7 @@ class Controls(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.negative_check)
         layout.addWidget(self.fusion_check)
+        layout.addWidget(self.compact_check)
         layout.addWidget(self.overwrite_check)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)

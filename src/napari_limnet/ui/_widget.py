@@ -57,7 +57,7 @@ class LimNetWidget(Controls):
         self._running: tuple | None = None
         self._pending: list[tuple] = []
         self._device = "auto"
-        self._fusion = True
+        self._fusion, self._compact = True, True  # the checkboxes' state, read on worker threads
         self._weights = None
         self._weights_lock = threading.Lock()
         self._refresh_timer = QTimer(self)
@@ -74,6 +74,7 @@ class LimNetWidget(Controls):
         self.negative_check.toggled.connect(self._set_negative)
         self.overwrite_check.toggled.connect(self._set_overwrite)
         self.fusion_check.toggled.connect(self._set_fusion)
+        self.compact_check.toggled.connect(self._set_compact)
         self.undo_button.clicked.connect(self.undo_round)
         self.reset_button.clicked.connect(self.reset_object)
         self.clear_button.clicked.connect(self.clear_prompts)
@@ -261,6 +262,7 @@ class LimNetWidget(Controls):
     def _make_session(self, volume, spacing, axis, initial_mask):
         """Called on the worker thread: a Session on the chosen device, sharing one loaded network."""
         from ..engine.device import gui_threads
+        from ..engine.runner import REACH
         from ..engine.session import Session
         from ..model import load_model
 
@@ -268,7 +270,7 @@ class LimNetWidget(Controls):
             if self._weights is None:
                 self._weights = load_model()
         return Session(volume, spacing, axis, self._device, weights=self._weights, initial_mask=initial_mask,
-                       fusion=self._fusion, threads=gui_threads())
+                       fusion=self._fusion, reach=REACH if self._compact else None, threads=gui_threads())
 
     # ---- worker slots (GUI thread) -----------------------------------------------------------------
     def _on_write(self, write: SliceWrite) -> None:
@@ -360,6 +362,11 @@ class LimNetWidget(Controls):
         self._fusion = fusion
         mode = "fused by predicted quality" if fusion else "newest round wins"
         self._set_status(f"Rounds {mode}: for objects started from now on")
+
+    def _set_compact(self, compact: bool) -> None:
+        self._compact = compact
+        mode = "stops near the object's size" if compact else "runs until the network finds no object"
+        self._set_status(f"Propagation {mode}: for objects started from now on")
 
     def _set_device(self, device: str) -> None:
         self._device = device
