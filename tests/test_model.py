@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from napari_limnet.model import LimNet, LimNetConfig, WeightsError, count_parameters, load_model, save_weights
+from napari_limnet.model.memory import read_memory
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,21 @@ def test_folding_batchnorm_keeps_the_outputs():
     prompts = torch.rand(1, 3, 128, 128)
     assert torch.allclose(net.interact(a, prompts), fused.interact(b, prompts), atol=1e-3)
     assert torch.allclose(net.score(x, prompts[:, :1]), fused.score(x, prompts[:, :1]), atol=1e-4)
+
+
+@pytest.mark.parametrize("top_k", [0, 5])
+def test_memory_readout_is_attention_over_memory(top_k):
+    """Each query pixel reads a convex mix of memory values, weighted by key similarity (only its top_k
+    best matches when top_k is set); usage is the attention mass each element received."""
+    gen = torch.Generator().manual_seed(0)
+    query = F.normalize(torch.randn(2, 8, 3, 4, generator=gen), dim=1)
+    keys = F.normalize(torch.randn(2, 8, 20, generator=gen), dim=1)
+    values = torch.randn(2, 6, 20, generator=gen)
+    readout, usage = read_memory(query, keys, values, top_k=top_k, temperature=10.0)
+    sim = torch.einsum("bcq,bcn->bqn", query.flatten(2), keys) * 10.0 / 8 ** 0.5
+    if top_k:
+        sim = sim.masked_fill(sim < sim.topk(top_k, dim=2).values[..., -1:], float("-inf"))
+    weights = sim.softmax(dim=2)
+    torch.testing.assert_close(readout, torch.einsum("bqn,bcn->bcq", weights, values).view(2, 6, 3, 4))
+    torch.testing.assert_close(usage, weights.sum(dim=1))
+    assert torch.allclose(usage.sum(dim=1), torch.full((2,), 12.0))
