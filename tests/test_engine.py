@@ -327,3 +327,15 @@ def test_a_positive_click_past_the_reach_carries_the_object_on(weights):
     unlimited = Session(image, weights=weights, reach=None).click((30, 24, 24))
     assert unlimited[end + 1:].any()  # without the prior the tube is followed further (the network's own stop)
 
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_a_correction_stops_at_the_nearest_user_slice_holding_the_object(ellipsoid, weights, fusion):
+    """Slices beyond the user's earlier slice keep the round seeded from it, even when the newest
+    round wins: a correction on slice 8 cannot spoil slice 16."""
+    image, _ = ellipsoid
+    session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, fusion=fusion)
+    before = session.click((12, 32, 32)).copy()
+    after = session.click((8, 32, 40))
+    assert np.array_equal(after[12:], before[12:])
+    assert not np.array_equal(after[:12], before[:12])

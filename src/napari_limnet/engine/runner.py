@@ -127,10 +127,12 @@ class NetworkRunner:
                   last: int | None = None) -> Iterator[tuple[int, np.ndarray, None]]:
         """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask, None): the
         predicted Dice is left to fusion, which scores only the slices that several rounds reach.
-        Anchor slices are not predicted: their mask re-seeds the walk, and an empty one the user made
-        is a wall: the walk ends there unless a later anchor holds the object again. Past slice
-        ``last`` (None: no limit), and after EMPTY_STOP empty slices until an anchor holds the object
-        again, the walk yields empty slices."""
+        The walk ends at the first anchor (user slice) that holds the object: the slices beyond it keep
+        the rounds seeded from it, so a correction changes only the stretch between the user's slices
+        that it belongs to. An empty anchor the user made is a wall: the walk ends there unless a later
+        anchor holds the object (then it goes on, with that empty slice in memory, up to that anchor).
+        Past slice ``last`` (None: no limit), and after EMPTY_STOP empty slices, the walk yields empty
+        slices."""
         bank = MemoryBank(self.working_frames, self.longterm_elements)
         for key, value in entries:
             bank.add_permanent(key, value)
@@ -143,11 +145,9 @@ class NetworkRunner:
             if cancelled():
                 return
             if z in anchors:
-                prev_mask = anchors[z]
-                if not prev_mask.any() and not object_slices_beyond(anchors, z, step):
+                if anchors[z].any() or not object_slices_beyond(anchors, z, step):
                     return
-                if prev_mask.any():
-                    empties = 0
+                prev_mask = anchors[z]
                 z += step
                 continue
             if empties >= EMPTY_STOP or (last is not None and (z - last) * step > 0):

@@ -312,7 +312,7 @@ class Session:
         now with the stop slice's "no object here" in memory."""
         if mask2d.any():
             return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled,
-                                          self._reach_end(start, step, anchors))
+                                          self._reach_end(start, mask2d, step))
         ahead = object_slices_beyond(anchors, start, step)
         if ahead:
             source = min(ahead, key=lambda z: abs(z - start))
@@ -322,14 +322,13 @@ class Session:
         end = self.n_slices if step > 0 else -1
         return ((z, empty, 1.0) for z in range(start + step, end, step) if z not in anchors)
 
-    def _reach_end(self, start: int, step: int, anchors: dict) -> int | None:
-        """The last slice a walk may fill: ``reach`` object widths past the outermost user slice that
-        holds the object in that direction (None: no limit)."""
+    def _reach_end(self, start: int, mask2d: np.ndarray, step: int) -> int | None:
+        """The last slice a walk from the user's slice may fill: ``reach`` object widths past it (None:
+        no limit). A walk never passes a user slice that holds the object, so only the walk beyond the
+        outermost one meets this limit."""
         if self.reach is None:
             return None
-        outer = max(object_slices_beyond(anchors, start - step, step), key=lambda z: (z - start) * step)
-        width = reach_in_slices(anchors[outer], self.reach, self._runner.spacing, self.spacing[self.axis])
-        return outer + step * width
+        return start + step * reach_in_slices(mask2d, self.reach, self._runner.spacing, self.spacing[self.axis])
 
     def _move_to_cpu(self) -> None:
         torch.cuda.empty_cache()

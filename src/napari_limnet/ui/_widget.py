@@ -297,6 +297,7 @@ class LimNetWidget(Controls):
             self._mark_stale()
         elif self._running and self._running[0] == "click" and result is not None:
             obj = self.annotator.objects[self._running[1]]
+            self.progress.setValue(self.progress.maximum())  # a round need not walk every slice
             self._set_status(f"Round {obj.session.rounds}: clicked slice {result.first_mask_s:.2f} s, "
                              f"{result.slices_propagated} slices in {result.total_s:.2f} s "
                              f"on {obj.session.device.type} · weights {obj.session.weights.describe()}")
