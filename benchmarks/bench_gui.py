@@ -57,6 +57,7 @@ def main() -> None:
     widget = LimNetWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.device_combo.setCurrentText(args.device)
+    widget.compact_check.setChecked(False)  # the worst case: propagation through every slice
     app = QApplication.instance()
     nz, ny, nx = args.shape
     viewer.dims.set_point(0, nz // 2)
