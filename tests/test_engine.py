@@ -145,7 +145,7 @@ def test_initial_mask_is_the_starting_point(ellipsoid, weights):
 
 def test_fusion_keeps_the_better_scored_candidate_per_slice(ellipsoid, weights):
     image, _ = ellipsoid
-    s = Session(image, weights=weights)
+    s = Session(image, weights=weights, fusion=True)
     runner = s._runner
     real_propagate = runner.propagate
     controlled = {1: 0.9, 2: 0.1}  # predicted Dice of every propagated slice, per round
@@ -318,7 +318,7 @@ def test_propagation_stops_half_a_width_past_the_clicked_slice(weights):
 
 def test_a_positive_click_past_the_reach_carries_the_object_on(weights):
     image, reference = ellipsoid_volume(shape=(60, 48, 48), radii=(24, 6, 6))  # a tube along the slices
-    s = Session(image, weights=weights)
+    s = Session(image, weights=weights, fusion=False)  # the newest round must fill the gap by itself
     first = s.click((30, 24, 24))
     end = 30 + reach_in_slices(first[30], REACH, (1.0, 1.0), 1.0)
     assert not first[end + 1:].any()

@@ -80,7 +80,7 @@ class Session:
 
     def __init__(self, volume, spacing=(1.0, 1.0, 1.0), axis: int = 0, device: str = "auto", *,
                  weights: str | Path | tuple[LimNet, WeightsInfo] | None = None,
-                 initial_mask: np.ndarray | None = None, fusion: bool = True, reach: float | None = REACH,
+                 initial_mask: np.ndarray | None = None, fusion: bool = False, reach: float | None = REACH,
                  threads: int | None = None) -> None:
         self.volume = _check_volume(volume)
         if axis not in (0, 1, 2):
@@ -312,7 +312,7 @@ class Session:
         now with the stop slice's "no object here" in memory."""
         if mask2d.any():
             return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled,
-                                          self._reach_end(start, mask2d, step))
+                                          self._reach_end(start, mask2d, step, anchors))
         ahead = object_slices_beyond(anchors, start, step)
         if ahead:
             source = min(ahead, key=lambda z: abs(z - start))
@@ -322,11 +322,11 @@ class Session:
         end = self.n_slices if step > 0 else -1
         return ((z, empty, 1.0) for z in range(start + step, end, step) if z not in anchors)
 
-    def _reach_end(self, start: int, mask2d: np.ndarray, step: int) -> int | None:
-        """The last slice a walk from the user's slice may fill: ``reach`` object widths past it (None:
-        no limit). A walk never passes a user slice that holds the object, so only the walk beyond the
-        outermost one meets this limit."""
-        if self.reach is None:
+    def _reach_end(self, start: int, mask2d: np.ndarray, step: int, anchors: dict) -> int | None:
+        """The last slice a walk from the user's slice may fill: ``reach`` object widths past it, when
+        no user slice beyond it holds the object (otherwise the walk ends at that slice, however far).
+        None: no limit."""
+        if self.reach is None or object_slices_beyond(anchors, start, step):
             return None
         return start + step * reach_in_slices(mask2d, self.reach, self._runner.spacing, self.spacing[self.axis])
 

@@ -51,10 +51,10 @@ class Controls(QWidget):
         self.negative_check.setToolTip("Left clicks add negative prompts (right click always does). On a slice with "
                                        "no positive click, a negative click clears the slice and ends the object there")
         self.fusion_check = QCheckBox("Fuse rounds (MRF)")
-        self.fusion_check.setChecked(True)
-        self.fusion_check.setToolTip("On: each slice keeps the round whose result the quality head rates best. "
-                                     "Off: the newest round wins (with today's weights, slightly more accurate "
-                                     "on the validation data). Applies to objects started from now on")
+        self.fusion_check.setToolTip("On: where rounds overlap, each slice keeps the round whose result the "
+                                     "quality head rates best. Off (default): the newest round wins, which with "
+                                     "today's weights is more accurate on the validation data. Applies to objects "
+                                     "started from now on")
         self.compact_check = QCheckBox("Compact object")
         self.compact_check.setChecked(True)
         self.compact_check.setToolTip("On: propagation stops about half the object's width past the last slice you "

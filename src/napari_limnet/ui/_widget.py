@@ -57,7 +57,7 @@ class LimNetWidget(Controls):
         self._running: tuple | None = None
         self._pending: list[tuple] = []
         self._device = "auto"
-        self._fusion, self._compact = True, True  # the checkboxes' state, read on worker threads
+        self._fusion, self._compact = False, True  # the checkboxes' state, read on worker threads
         self._weights = None
         self._weights_lock = threading.Lock()
         self._refresh_timer = QTimer(self)
