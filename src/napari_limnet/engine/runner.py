@@ -20,7 +20,7 @@ from .propagation import memory_step, resample_hidden
 
 EMPTY_STOP = 3  # consecutive empty slices after which propagation in a direction ends
 MIN_PIXELS = 3  # a predicted slice mask smaller than this counts as empty
-REACH = 0.5  # default reach of propagation past the last user slice holding the object, in its diameters
+REACH = 0.5  # default reach of propagation past the outermost user slice holding the object, in object widths
 
 
 def object_slices_beyond(anchors: dict[int, np.ndarray], z: int, step: int) -> list[int]:

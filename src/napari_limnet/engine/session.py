@@ -1,8 +1,10 @@
 """The interactive session: clicks, rounds, propagation, fusion, undo. Numpy in, numpy out, no Qt.
 
 A session belongs to one object in one volume. Each click is a round: the clicked slice's 2D mask
-(all clicks ever made on that slice take part), propagation through the volume in both directions
-with every user-interacted slice as a permanent memory anchor, then Multi-Round Result Fusion.
+(all clicks ever made on that slice take part), then propagation in both directions, with every
+user-interacted slice as a permanent memory anchor, up to the nearest user slice that holds the object
+or, past the outermost one, ``reach`` object widths (a compact-object prior). Where rounds overlap,
+the newest wins, or with ``fusion`` the one the quality head rates best (Multi-Round Result Fusion).
 A slice with negative clicks only holds no object, and the object ends there (micro-sam's convention
 too): that is how a user stops a propagation that runs past the object's end.
 Rounds run one at a time; starting a round or calling ``cancel`` stops the one in progress, and a
