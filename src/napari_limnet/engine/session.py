@@ -296,8 +296,10 @@ class Session:
                     if score is not None:  # the stop rule's certain empties; others are scored on demand
                         new.scores[z] = score
                     fused = self._fused(trial, z)
+                    changes = fused.any() or self._omask[z].any()
                 done += 1
-                yield RoundUpdate("propagated", self.slice_index(z), fused, done, total)
+                if changes:  # an empty slice that stays empty needs no update (and no redraw in napari)
+                    yield RoundUpdate("propagated", self.slice_index(z), fused, done, total)
         with self._lock:
             if cancelled():
                 return
