@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from functools import partial
 
-from ..engine.runner import REACH
 from .baselines import RandomWalkerSession
 
 
@@ -36,11 +35,11 @@ class MethodContext:
         return f"LIM-Net weights: {self._model[1].describe()}"
 
 
-def _open_limnet(volume, spacing, context: MethodContext, *, fusion: bool, reach: float | None = REACH):
+def _open_limnet(volume, spacing, context: MethodContext, **options):
+    """A LIM-Net session; ``options`` override the Session's defaults (fusion, reach)."""
     from napari_limnet.engine import Session
 
-    return Session(volume, spacing=spacing, axis=0, device=context.device, weights=context.model(),
-                   fusion=fusion, reach=reach)
+    return Session(volume, spacing=spacing, axis=0, device=context.device, weights=context.model(), **options)
 
 
 def _open_random_walker(volume, spacing, context: MethodContext):
