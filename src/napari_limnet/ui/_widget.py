@@ -57,7 +57,8 @@ class LimNetWidget(Controls):
         self._running: tuple | None = None
         self._pending: list[tuple] = []
         self._device = "auto"
-        self._fusion, self._compact = False, True  # the checkboxes' state, read on worker threads
+        # the checkboxes' state, copied here because worker threads must not read widgets
+        self._fusion, self._compact = self.fusion_check.isChecked(), self.compact_check.isChecked()
         self._weights = None
         self._weights_lock = threading.Lock()
         self._refresh_timer = QTimer(self)
