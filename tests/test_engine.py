@@ -12,6 +12,7 @@ from synthetic import ellipsoid_volume
 from napari_limnet import Session
 from napari_limnet.engine.fusion import Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
+from napari_limnet.engine.parallel import interleave
 from napari_limnet.engine.runner import REACH, reach_in_slices
 from napari_limnet.model import load_model
 
@@ -341,3 +342,53 @@ def test_a_correction_stops_at_the_nearest_user_slice_holding_the_object(ellipso
     after = session.click((8, 32, 40))
     assert np.array_equal(after[12:], before[12:])
     assert not np.array_equal(after[:12], before[:12])
+
+
+def test_both_directions_side_by_side_give_the_one_after_the_other_result(ellipsoid, weights):
+    image, _ = ellipsoid
+    results = []
+    for threads in (1, 2):  # 1: the walks run in turn; 2: each walk in its own thread
+        session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, threads=threads, reach=None)
+        results.append([session.click((12, 32, 32)).copy(), session.click((4, 30, 30), positive=False).copy(),
+                        session.click((18, 32, 34)).copy()])
+    for serial, parallel in zip(*results):
+        assert serial.any() and np.array_equal(serial, parallel)
+    seen = []
+    probe = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    probe.start()
+    probe.join()
+    assert torch.get_num_threads() == 2 and seen == [2]  # later threads still get the session's count
+
+
+def test_closing_a_round_stops_its_walk_threads(ellipsoid, weights):
+    image, _ = ellipsoid
+    session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, threads=2, reach=None)
+    before = session.click((12, 32, 32)).copy()
+    it = session.click_iter((6, 30, 30))
+    next(it)
+    next(it)
+    it.close()
+    assert not [t for t in threading.enumerate() if t.name == "limnet-walk"]
+    assert np.array_equal(session.mask, before) and session.rounds == 1
+
+
+def test_a_failing_walk_raises_in_the_caller_and_stops_the_other():
+    stop = threading.Event()
+    produced = []
+
+    def endless():
+        while not stop.is_set():
+            produced.append(1)
+            yield 1
+            threading.Event().wait(0.001)
+
+    def failing():
+        yield 2
+        raise RuntimeError("walk failed")
+
+    with pytest.raises(RuntimeError, match="walk failed"):
+        list(interleave([endless(), failing()], 1, stop))
+    assert stop.is_set()
+    count = len(produced)
+    threading.Event().wait(0.05)
+    assert len(produced) == count  # the endless walk has ended

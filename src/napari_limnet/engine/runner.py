@@ -5,6 +5,7 @@ Works on an oriented volume (slices along axis 0) and numpy slices in, numpy mas
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -50,13 +51,15 @@ class NetworkRunner:
         self.working_frames = working_frames
         self.longterm_elements = longterm_elements
         self._cache: OrderedDict[tuple[int, Roi], tuple[SliceFeatures, torch.Tensor]] = OrderedDict()
+        self._cache_lock = threading.Lock()  # the two propagation directions may run in two threads
         self.to(net, device)
 
     def to(self, net: LimNet, device: torch.device) -> None:
         self.device = device
         self.net = fused_for_inference(net).to(device)
         self.half = device.type == "cuda"
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
 
     @property
     def slice_shape(self) -> tuple[int, int]:
@@ -67,18 +70,20 @@ class NetworkRunner:
 
     def features(self, z: int, roi: Roi) -> tuple[SliceFeatures, torch.Tensor]:
         """(features, key) of slice z in window roi, computed once and cached (LRU)."""
-        hit = self._cache.get((z, roi))
-        if hit is not None:
-            self._cache.move_to_end((z, roi))
-            return hit
+        with self._cache_lock:
+            hit = self._cache.get((z, roi))
+            if hit is not None:
+                self._cache.move_to_end((z, roi))
+                return hit
         image = crop_image(self.volume[z], roi, self.crop).to(self.device)
         with self._autocast():
             feats = self.net.encode_image(image)
             key = self.net.encode_key(feats)
         entry = (feats, key)
-        self._cache[(z, roi)] = entry
-        while len(self._cache) > self.cache_slices:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[(z, roi)] = entry
+            while len(self._cache) > self.cache_slices:
+                self._cache.popitem(last=False)
         return entry
 
     @torch.inference_mode()

@@ -27,6 +27,7 @@ import torch
 from ..model import LimNet, WeightsInfo, load_model
 from .device import configure_cpu_threads, resolve_device
 from .fusion import Round, SliceMask, choose_round
+from .parallel import interleave, walk_threads
 from .runner import REACH, NetworkRunner, object_slices_beyond, reach_in_slices
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
@@ -108,7 +109,7 @@ class Session:
         self._base = 0  # rounds below this index (the initial mask) are not undoable
         self._generation = 0
         self._generation_lock = threading.Lock()  # never held during compute: cancel() returns at once
-        self._lock = threading.RLock()  # held while a slice is computed or the state changes
+        self._lock = threading.RLock()  # held while the clicked slice is computed or the state changes
         self.last_timing: RoundTiming | None = None
         if initial_mask is not None:
             self._add_initial(initial_mask)
@@ -282,16 +283,18 @@ class Session:
         done = 1
         yield RoundUpdate("slice", self.slice_index(oz), mask2d, done, total)
         trial = self._rounds + [new]
-        for step in (1, -1):
-            walk = self._walk(oz, mask2d, step, anchors, entries, cancelled)
-            while True:
+        stop = threading.Event()  # set when this round ends early (cancelled, closed or failed)
+
+        def halted() -> bool:
+            return stop.is_set() or cancelled()
+
+        walks = [self._walk(oz, mask2d, step, anchors, entries, halted) for step in (1, -1)]
+        items = interleave(walks, walk_threads(self.device), stop)
+        try:
+            for z, out, score in items:
                 with self._lock:
                     if cancelled():
                         return
-                    item = next(walk, None)
-                    if item is None:
-                        break
-                    z, out, score = item
                     new.candidates[z] = SliceMask.from_full(out)
                     if score is not None:  # the stop rule's certain empties; others are scored on demand
                         new.scores[z] = score
@@ -300,6 +303,8 @@ class Session:
                 done += 1
                 if changes:  # an empty slice that stays empty needs no update (and no redraw in napari)
                     yield RoundUpdate("propagated", self.slice_index(z), fused, done, total)
+        finally:
+            items.close()  # stops and joins the walks' threads
         with self._lock:
             if cancelled():
                 return
