@@ -1,5 +1,6 @@
 """Validation during training: the engine's own ``NetworkRunner`` on val objects, so that the figures
-describe exactly what ships (the Session adds fusion, undo and threading on top of it)."""
+describe exactly what ships (the Session adds fusion, undo and threading on top of it, and the same
+compact-object reach that bounds the propagation here)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import torch
 
 from ..engine.crops import Roi, crop_image, prompt_maps
-from ..engine.runner import NetworkRunner
+from ..engine.runner import REACH, NetworkRunner, reach_in_slices
 from ..evaluation.protocol import dice as slice_dice
 from ..model import LimNet
 from .simulate import error_click, interior_click
@@ -20,7 +21,8 @@ def interaction_inputs(image: np.ndarray, roi: Roi, pos, neg, prev: np.ndarray, 
 
 def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, device="cpu") -> dict:
     """Clicks of the evaluation protocol on the largest cross-section: 2D Dice after 1, 3 and 5
-    clicks; 3D Dice of the one-click mask propagated both ways; error of the predicted Dice."""
+    clicks; 3D Dice of the one-click mask propagated both ways, as far as the Session's default reach
+    lets it; error of the predicted Dice."""
     sp = tuple(spacing[1:])
     runner = NetworkRunner(net, volume, sp, torch.device(device))
     z0 = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(1)))
@@ -44,8 +46,10 @@ def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, d
     if first.any():
         anchors = {z0: first}
         entries = runner.anchor_entries(anchors)
+        reach = reach_in_slices(first, REACH, sp, spacing[0])
         for direction in (-1, 1):
-            for z, mask, _ in runner.propagate(z0, first, direction, anchors, entries, lambda: False):
+            last = z0 + direction * reach
+            for z, mask, _ in runner.propagate(z0, first, direction, anchors, entries, lambda: False, last):
                 pred[z] = mask
                 quality_err.append(abs(runner.score(z, mask) - slice_dice(mask, ref[z])))
     result["dice3d@1"] = slice_dice(pred, ref)
