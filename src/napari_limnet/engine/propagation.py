@@ -8,19 +8,30 @@ from torch.nn import functional as F
 
 from ..model import LimNet, SliceFeatures
 from .crops import Roi
-from .memory_bank import MemoryBank
+from .memory_bank import MemoryBank, pool_entry
 
 
 def memory_step(
-    net: LimNet, feats: SliceFeatures, key: torch.Tensor, bank: MemoryBank, hidden: torch.Tensor,
+    net: LimNet, feats: SliceFeatures, key: torch.Tensor, banks: list[MemoryBank], hidden: torch.Tensor,
     prev_mask: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read the memory for this slice and decode it. prev_mask: the neighbour's mask in this slice's
-    crop (1 x 1 x S x S). Returns logits (1 x 1 x S x S) and the new hidden state."""
-    mem_keys, mem_values = bank.tensors()
-    readout, usage = net.read(key, mem_keys.to(key.dtype), mem_values.to(key.dtype))
-    bank.record_usage(usage[0].detach())
-    return net.decode(feats, readout, hidden, prev_mask)
+    """Read each sample's memory for this slice and decode the batch. prev_mask: the neighbour's mask
+    in this slice's crop (B x 1 x S x S). Returns logits (B x 1 x S x S) and the new hidden state."""
+    readouts = []
+    for i, bank in enumerate(banks):
+        mem_keys, mem_values = bank.tensors()
+        readout, usage = net.read(key[i:i + 1], mem_keys.to(key.dtype), mem_values.to(key.dtype))
+        bank.record_usage(usage[0].detach())
+        readouts.append(readout)
+    return net.decode(feats, torch.cat(readouts), hidden, prev_mask)
+
+
+def remember(net: LimNet, feats: SliceFeatures, key: torch.Tensor, logits: torch.Tensor,
+             banks: list[MemoryBank]) -> None:
+    """Add each sample's slice, with its predicted mask, to that sample's working memory."""
+    values = net.encode_value(feats, torch.sigmoid(logits))
+    for i, bank in enumerate(banks):
+        bank.add(*pool_entry(key[i:i + 1].float(), values[i:i + 1].float()))
 
 
 def resample_hidden(hidden: torch.Tensor, old: Roi, new: Roi) -> torch.Tensor:

@@ -17,7 +17,7 @@ from ..model import LimNet, SliceFeatures
 from ..model.limnet import fused_for_inference
 from .crops import Roi, crop_image, crop_mask, full_roi, paste_logits, prompt_maps, quality_inputs, roi_around
 from .memory_bank import MemoryBank, pool_entry
-from .propagation import memory_step, resample_hidden
+from .propagation import memory_step, remember, resample_hidden
 
 EMPTY_STOP = 3  # consecutive empty slices after which propagation in a direction ends
 MIN_PIXELS = 3  # a predicted slice mask smaller than this counts as empty
@@ -163,11 +163,10 @@ class NetworkRunner:
             feats, key = self.features(z, roi)
             hidden = resample_hidden(hidden, prev_roi, roi)
             with self._autocast():
-                logits, hidden = memory_step(self.net, feats, key, bank, hidden,
+                logits, hidden = memory_step(self.net, feats, key, [bank], hidden,
                                              crop_mask(prev_mask, roi, self.crop).to(self.device))
-                value = self.net.encode_value(feats, torch.sigmoid(logits))
+                remember(self.net, feats, key, logits, [bank])
             hidden = hidden.float()
-            bank.add(*pool_entry(key.float(), value.float()))
             out = paste_logits(logits.float().cpu(), roi, self.slice_shape)
             empties = empties + 1 if out.sum() < MIN_PIXELS else 0
             if empties:

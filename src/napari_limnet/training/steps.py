@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, quality_inputs, roi_around
 from ..engine.memory_bank import MemoryBank, pool_entry
-from ..engine.propagation import resample_hidden
+from ..engine.propagation import memory_step, remember, resample_hidden
 from ..evaluation.protocol import dice as slice_dice
 from ..model import LimNet
 from .rollout import interaction_inputs
@@ -144,7 +144,7 @@ def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int
     return seg_loss(logits, target)
 
 
-def memory_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffer, device,
+def propagation_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffer, device,
                 autocast) -> torch.Tensor:
     """Propagate from slice 0 (reference mask, sometimes perturbed like an interaction result) along
     the sample's slices, exactly as the engine does, with gradients through the whole sequence."""
@@ -182,20 +182,13 @@ def memory_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffe
             key = net.encode_key(feats)
             hidden = torch.cat([resample_hidden(hidden[i:i + 1], old, new)
                                 for i, (old, new) in enumerate(zip(rois, new_rois))])
-            readouts = []
-            for i, bank in enumerate(banks):
-                mem_keys, mem_values = bank.tensors()
-                readout, usage = net.read(key[i:i + 1], mem_keys.to(key.dtype), mem_values.to(key.dtype))
-                bank.record_usage(usage[0].detach())
-                readouts.append(readout)
             prev_crop = torch.cat([crop_mask(m, r, crop) for m, r in zip(prev_masks, new_rois)]).to(device)
-            logits, hidden = net.decode(feats, torch.cat(readouts), hidden, prev_crop)
+            logits, hidden = memory_step(net, feats, key, banks, hidden, prev_crop)
             target = torch.cat([crop_mask(s.mask[t], r, crop) for s, r in zip(samples, new_rois)]).to(device)
             losses.append(seg_loss(logits, target))
-            values = net.encode_value(feats, torch.sigmoid(logits))
+            remember(net, feats, key, logits, banks)
             prev_masks = []
-            for i, bank in enumerate(banks):
-                bank.add(*pool_entry(key[i:i + 1], values[i:i + 1]))
+            for i in range(len(samples)):
                 mask = paste_logits(logits[i:i + 1].detach().float().cpu(), new_rois[i], shapes[i])
                 buffer.add(samples[i].image[t], mask, samples[i].mask[t], samples[i].spacing)
                 prev_masks.append(mask)

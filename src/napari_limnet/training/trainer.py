@@ -18,7 +18,7 @@ from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
 from .rollout import val_objects, validate
 from .sampler import Sampler
-from .steps import QualityBuffer, interaction_step, memory_step, quality_loss
+from .steps import QualityBuffer, interaction_step, propagation_step, quality_loss
 from .synthetic import synthetic_volume
 
 VAL_SOURCES_EXTRA = ("pyradiomics_testcases",)  # validation only: no train cases, other anatomy
@@ -146,12 +146,12 @@ class Trainer:
             self.net.eval()
             with torch.no_grad():
                 seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
-                       if interaction else memory_step(self.net, samples, self.rng, **kw))
+                       if interaction else propagation_step(self.net, samples, self.rng, **kw))
             self.net.quality.train()
         else:
             self.net.train()
             seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
-                   if interaction else memory_step(self.net, samples, self.rng, **kw))
+                   if interaction else propagation_step(self.net, samples, self.rng, **kw))
         with self._autocast():
             q = quality_loss(self.net, self.buffer, self.rng, 4 * stage.batch, self.device)
         loss = q if stage.kind == "quality" else seg + q
