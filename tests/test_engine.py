@@ -160,9 +160,16 @@ def test_fusion_keeps_the_better_scored_candidate_per_slice(ellipsoid, weights):
     runner.propagate = scored
     first = s.click((12, 32, 32)).copy()
     s.click((12, 25, 25), positive=False)
-    # the clicked slice takes the newest result; every other slice keeps round 1 (0.9 > 0.1)
+    # the clicked slice takes the newest result; where both rounds have a mask, round 1 stays (0.9 >
+    # 0.1); an empty mask is never scored: the newest round's stands, an older one never wins
     others = [z for z in range(24) if z != 12]
-    assert np.array_equal(s.mask[others], first[others])
+    one, two = s._rounds[-2], s._rounds[-1]
+    both = [z for z in others if z in two.candidates and not one.candidates[z].empty and not two.candidates[z].empty]
+    assert both and np.array_equal(s.mask[both], first[both])
+    for z in set(others) - set(both):
+        newest = two.candidates.get(z, one.candidates[z])
+        assert np.array_equal(s.mask[z], newest.to_full((64, 64)) if (newest.empty or one.candidates[z].empty)
+                              else first[z])
     controlled[2] = 0.95
     s.undo()
     s.click((12, 25, 25), positive=False)
@@ -199,6 +206,17 @@ def test_choose_round_rules():
     assert choose_round(rounds, 3, fusion=True, score=lazy) == 2
     assert choose_round(rounds, 4, fusion=True, score=never) == -1
     assert choose_round(rounds, 1, fusion=False, score=never) == 1
+
+
+def test_fusion_never_scores_an_empty_candidate():
+    full, empty = SliceMask.from_full(np.ones((2, 2), bool)), SliceMask.from_full(np.zeros((2, 2), bool))
+    rounds = [Round("click", {0: full, 1: empty, 2: full}, {0: 0.1, 2: 0.9}, {5}),
+              Round("click", {0: empty, 1: full, 2: full}, {1: 0.1, 2: 0.2}, {6})]
+    never = pytest.fail  # an empty mask must not reach the quality head
+
+    assert choose_round(rounds, 0, fusion=True, score=never) == 1  # the newest round ended the object here
+    assert choose_round(rounds, 1, fusion=True, score=never) == 1  # an older empty never beats a mask
+    assert choose_round(rounds, 2, fusion=True, score=never) == 0  # two masks: the better-rated one
 
 
 def test_memory_stays_within_budget_over_1000_slices():

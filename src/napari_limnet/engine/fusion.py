@@ -2,8 +2,10 @@
 
 Each round leaves a candidate mask on the slices it reached, with the quality head's predicted Dice.
 Per slice: the newest round that the user *owns* there (a click or a hand edit on that slice) wins;
-otherwise the best-scored candidate wins (ties go to the newer round). With fusion off, the newest
-candidate wins (the ablation the evaluation compares against).
+otherwise the best-scored non-empty candidate wins (ties go to the newer round). An empty candidate
+is never scored: the quality head predicts the Dice of a mask, and rates an empty one near 0 even
+where the object has ended, so an empty newest candidate stands and older empty ones never win. With
+fusion off, the newest candidate wins (the ablation the evaluation compares against).
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[
         contenders.append(i)
     if not contenders:
         return -1
-    if not fusion or len(contenders) == 1:
-        return contenders[0]
+    if not fusion or len(contenders) == 1 or rounds[contenders[0]].candidates[z].empty:
+        return contenders[0]  # the head rates masks, not their absence: the newest "object ended" stands
     best, best_score = -1, -np.inf
     for i in contenders:  # newest first: ties go to the newer round
+        if rounds[i].candidates[z].empty:
+            continue  # an older "no object here" never beats a newer mask
         s = rounds[i].scores[z] if z in rounds[i].scores else score(i, z)
         if s > best_score:
             best, best_score = i, s
