@@ -129,9 +129,9 @@ class NetworkRunner:
     @torch.inference_mode()
     def propagate(self, start: int, mask: np.ndarray, step: int, anchors: dict[int, np.ndarray],
                   entries: list, cancelled: Callable[[], bool],
-                  last: int | None = None) -> Iterator[tuple[int, np.ndarray, None]]:
-        """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask, None): the
-        predicted Dice is left to fusion, which scores only the slices that several rounds reach.
+                  last: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask). Fusion scores
+        a mask later, and only where several rounds reach the slice.
         The walk ends at the first anchor (user slice) that holds the object: the slices beyond it keep
         the rounds seeded from it, so a correction changes only the stretch between the user's slices
         that it belongs to. An empty anchor the user made is a wall: the walk ends there unless a later
@@ -156,7 +156,7 @@ class NetworkRunner:
                 z += step
                 continue
             if empties >= EMPTY_STOP or (last is not None and (z - last) * step > 0):
-                yield z, np.zeros(self.slice_shape, dtype=bool), None
+                yield z, np.zeros(self.slice_shape, dtype=bool)
                 z += step
                 continue
             roi = roi_around(prev_mask, [], self.slice_shape, self.spacing, expand=0.5) if prev_mask.any() else prev_roi
@@ -171,6 +171,6 @@ class NetworkRunner:
             empties = empties + 1 if out.sum() < MIN_PIXELS else 0
             if empties:
                 out[:] = False
-            yield z, out, None
+            yield z, out
             prev_mask, prev_roi = out, roi
             z += step

@@ -291,13 +291,11 @@ class Session:
         walks = [self._walk(oz, mask2d, step, anchors, entries, halted) for step in (1, -1)]
         items = interleave(walks, walk_threads(self.device), stop)
         try:
-            for z, out, score in items:
+            for z, out in items:
                 with self._lock:
                     if cancelled():
                         return
-                    new.candidates[z] = SliceMask.from_full(out)
-                    if score is not None:  # the stop rule's certain empties; others are scored on demand
-                        new.scores[z] = score
+                    new.candidates[z] = SliceMask.from_full(out)  # scored only if fusion needs it
                     fused = self._fused(trial, z)
                     changes = fused.any() or self._omask[z].any()
                 done += 1
@@ -329,7 +327,7 @@ class Session:
             return takewhile(lambda item: (item[0] - start) * step > 0, walk)
         empty = np.zeros(self._runner.slice_shape, dtype=bool)
         end = self.n_slices if step > 0 else -1
-        return ((z, empty, 1.0) for z in range(start + step, end, step) if z not in anchors)
+        return ((z, empty) for z in range(start + step, end, step) if z not in anchors)
 
     def _reach_end(self, start: int, mask2d: np.ndarray, step: int, anchors: dict) -> int | None:
         """The last slice a walk from the user's slice may fill: ``reach`` object widths past it, when

@@ -49,7 +49,7 @@ def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, d
         reach = reach_in_slices(first, REACH, sp, spacing[0])
         for direction in (-1, 1):
             last = z0 + direction * reach
-            for z, mask, _ in runner.propagate(z0, first, direction, anchors, entries, lambda: False, last):
+            for z, mask in runner.propagate(z0, first, direction, anchors, entries, lambda: False, last):
                 pred[z] = mask
                 quality_err.append(abs(runner.score(z, mask) - slice_dice(mask, ref[z])))
     result["dice3d@1"] = slice_dice(pred, ref)

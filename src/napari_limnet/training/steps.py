@@ -145,7 +145,7 @@ def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int
 
 
 def propagation_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffer, device,
-                autocast) -> torch.Tensor:
+                     autocast) -> torch.Tensor:
     """Propagate from slice 0 (reference mask, sometimes perturbed like an interaction result) along
     the sample's slices, exactly as the engine does, with gradients through the whole sequence."""
     crop = net.config.crop
