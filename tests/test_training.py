@@ -38,7 +38,7 @@ def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
 
 
 def test_configs_parse():
-    for name in ("tiny-test.json", "cpu-small.json", "cpu-small-v3.json", "gpu-full.json"):
+    for name in ("tiny-test.json", "cpu-small.json", "cpu-small-v3.json", "gpu-full.json", "gpu-v4.json"):
         config, base = load_config(ROOT / "configs" / name)
         assert config.stages and base == ROOT
         assert {s.kind for s in config.stages} == {"interaction", "memory", "quality"}

@@ -13,6 +13,8 @@ import torch
 from ..model import load_model
 from .config import TrainConfig, load_config, resolve
 from .data import val_volumes
+from .pack import write_pack
+from .ranks import run_ranks
 from .rollout import val_objects, validate
 from .trainer import VAL_SOURCES_EXTRA, Trainer
 
@@ -24,6 +26,11 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
     parser.add_argument("--validate", type=int, default=0, metavar="N",
                         help="do not train: validate the config's exported weights on up to N val objects")
+    parser.add_argument("--pack", metavar="DIR", default=None,
+                        help="do not train: write the config's data as a training pack (for a machine that "
+                             "cannot read the data folder; point data_root at it)")
+    parser.add_argument("--pack-mb", type=float, default=56.0, help="size limit of the pack (MB)")
+    parser.add_argument("--pack-val-cases", type=int, default=6, help="val cases per source in the pack")
     parser.set_defaults(func=run_train)
     return parser
 
@@ -31,12 +38,22 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     config, base = load_config(args.config)
     if args.device:
-        config = type(config).from_dict({**config.to_dict(), "device": args.device,
-                                         "stages": [vars(s) for s in config.stages]})
+        config = config.replace(device=args.device)
     if args.validate:
         print(json.dumps(validate_weights(config, base, args.validate), indent=1))
         return 0
-    run_dir = Trainer(config, base).run(resume=not args.no_resume)
+    if args.pack:
+        listing = write_pack(resolve(base, config.data_root), resolve(base, config.cache_dir), config.sources,
+                             (*config.sources, *VAL_SOURCES_EXTRA), Path(args.pack), args.pack_mb,
+                             args.pack_val_cases)
+        print(f"pack of {listing['mb']} MB in {args.pack}: {len(listing['train'])} train cases, "
+              f"{len(listing['val'])} val cases")
+        return 0
+    if config.ranks > 1:
+        run_ranks(args.config, config.ranks, resume=not args.no_resume, device=args.device)
+        run_dir = resolve(base, config.run_dir) / config.name
+    else:
+        run_dir = Trainer(config, base).run(resume=not args.no_resume)
     print(f"training finished; log and checkpoints in {run_dir}")
     return 0
 

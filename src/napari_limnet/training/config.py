@@ -46,6 +46,7 @@ class TrainConfig:
     export_path: str = ""  # where the best weights are written after each stage ("" = nowhere)
     export_name: str = "limnet"
     init_weights: str = ""  # weights file a fresh run starts from (a fine-tuning run); "" = random init
+    ranks: int = 1  # processes that train together (training/ranks.py); ``batch`` is per process
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -68,6 +69,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def replace(self, **changes) -> TrainConfig:
+        """A copy with some options changed (validated like a file's)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
 def load_config(path: str | Path) -> tuple[TrainConfig, Path]:

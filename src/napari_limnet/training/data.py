@@ -54,27 +54,33 @@ def objects_of(labels: np.ndarray, min_voxels: int) -> tuple[int, ...]:
     return tuple(int(v) for v in np.flatnonzero(counts) if v > 0 and counts[v] >= min_voxels)
 
 
+def split_cases(data_root: Path, source: str, split: str) -> list[str]:
+    return json.loads((data_root / "splits.json").read_text()).get(source, {}).get(split, [])
+
+
+def cache_case(data_root: Path, cache_dir: Path, split: str, source: str, case: str) -> Path:
+    """``<cache>/<split>/<source>/<case>.npz`` (written once: later calls find it)."""
+    out = cache_dir / split / source / f"{case}.npz"
+    if not out.exists():
+        image, labels, spacing = read_case(data_root, source, case)
+        if split == "train" and source in SLICE_SPACING_OVERRIDE:  # val keeps the file's, as in use
+            spacing = (SLICE_SPACING_OVERRIDE[source], *spacing[1:])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, image=to_uint8(image), labels=labels, spacing=np.array(spacing))
+        tmp.replace(out)
+    return out
+
+
 def build_cache(data_root: Path, cache_dir: Path, sources, split: str = "train",
                 max_cases: int = 0) -> list[Path]:
-    """Write ``<cache>/<source>/<case>.npz`` for every case of the split (skipping existing files)."""
-    splits = json.loads((data_root / "splits.json").read_text())
-    written = []
+    """Cache every case of the split (the first ``max_cases`` of each source, if set)."""
+    paths = []
     for source in sources:
-        cases = splits.get(source, {}).get(split, [])
-        if max_cases:
-            cases = cases[:max_cases]
-        for case in cases:
-            out = cache_dir / split / source / f"{case}.npz"
-            if not out.exists():
-                image, labels, spacing = read_case(data_root, source, case)
-                if source in SLICE_SPACING_OVERRIDE:
-                    spacing = (SLICE_SPACING_OVERRIDE[source], *spacing[1:])
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_suffix(".tmp.npz")
-                np.savez_compressed(tmp, image=to_uint8(image), labels=labels, spacing=np.array(spacing))
-                tmp.replace(out)
-            written.append(out)
-    return written
+        cases = split_cases(data_root, source, split)
+        for case in cases[:max_cases] if max_cases else cases:
+            paths.append(cache_case(data_root, cache_dir, split, source, case))
+    return paths
 
 
 def load_cached(paths, min_voxels: int) -> list[Volume]:
@@ -91,10 +97,9 @@ def load_cached(paths, min_voxels: int) -> list[Volume]:
 
 def val_volumes(data_root: Path, sources, min_voxels: int, max_cases: int = 0) -> list[Volume]:
     """Validation cases straight from the NIfTI files (float images, true value ranges)."""
-    splits = json.loads((data_root / "splits.json").read_text())
     out = []
     for source in sources:
-        cases = splits.get(source, {}).get("val", [])
+        cases = split_cases(data_root, source, "val")
         for case in cases[:max_cases] if max_cases else cases:
             image, labels, spacing = read_case(data_root, source, case)
             objs = objects_of(labels, min_voxels)

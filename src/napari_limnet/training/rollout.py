@@ -57,14 +57,18 @@ def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, d
     return result
 
 
-def validate(net: LimNet, objects, device="cpu") -> dict:
-    """Mean of ``evaluate_object`` over (name, volume, ref, spacing) tuples; per-source means too."""
+def evaluate_objects(net: LimNet, objects, device="cpu") -> list[tuple[str, dict]]:
+    """(source, ``evaluate_object`` result) for (name, volume, ref, spacing) tuples, in eval mode."""
     was_training = net.training
     net.eval()
-    rows = []
-    for name, volume, ref, spacing in objects:
-        rows.append((name.split("/")[0], evaluate_object(net, volume, ref, spacing, device)))
+    rows = [(name.split("/")[0], evaluate_object(net, volume, ref, spacing, device))
+            for name, volume, ref, spacing in objects]
     net.train(was_training)
+    return rows
+
+
+def summarize(rows: list[tuple[str, dict]]) -> dict:
+    """Means over all rows and per source, and the score that picks a stage's best weights."""
     keys = list(rows[0][1])
     summary = {k: float(np.mean([r[k] for _, r in rows])) for k in keys}
     for source in sorted({s for s, _ in rows}):
@@ -72,6 +76,10 @@ def validate(net: LimNet, objects, device="cpu") -> dict:
             summary[f"{source}/{k}"] = float(np.mean([r[k] for s, r in rows if s == source]))
     summary["score"] = float(np.mean([summary[k] for k in ("dice2d@1", "dice2d@3", "dice2d@5", "dice3d@1")]))
     return summary
+
+
+def validate(net: LimNet, objects, device="cpu") -> dict:
+    return summarize(evaluate_objects(net, objects, device))
 
 
 def val_objects(volumes, limit: int, rng: np.random.Generator):

@@ -16,7 +16,9 @@ import torch
 from ..model import LimNet, LimNetConfig, count_parameters, load_model, save_weights
 from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
-from .rollout import val_objects, validate
+from .pack import read_pack
+from .ranks import Ranks
+from .rollout import evaluate_objects, summarize, val_objects
 from .sampler import Sampler
 from .steps import QualityBuffer, interaction_step, propagation_step, quality_loss
 from .synthetic import synthetic_volume
@@ -49,16 +51,18 @@ def make_optimizer(net: LimNet, stage: StageConfig) -> torch.optim.Optimizer:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, base: Path, log=print) -> None:
+    def __init__(self, config: TrainConfig, base: Path, log=print, ranks: Ranks | None = None) -> None:
         self.config = config
         self.log = log
+        self.ranks = ranks or Ranks()
         self.run_dir = resolve(base, config.run_dir) / config.name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.export_path = resolve(base, config.export_path) if config.export_path else None
         self.device = pick_device(config.device)
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        self.rng = np.random.default_rng(config.seed)
+        # every process draws its own samples; rank 0 draws what a single process would
+        self.rng = np.random.default_rng(config.seed if self.ranks.lead else [config.seed, self.ranks.rank])
         if config.init_weights:  # fine-tuning: start from earlier weights (a checkpoint, if any, wins)
             self.net = load_model(resolve(base, config.init_weights), allow_random=False)[0].to(self.device)
         else:
@@ -67,9 +71,14 @@ class Trainer:
         self.use_amp = config.amp and self.device.type == "cuda"
         data_root = resolve(base, config.data_root)
         train_volumes, val_vols = [], []
-        if config.sources and (data_root / "splits.json").exists():
-            paths = build_cache(data_root, resolve(base, config.cache_dir), config.sources,
-                                max_cases=config.max_cases_per_source)
+        if config.sources and (data_root / "pack.json").exists():  # a training pack (training/pack.py)
+            train_volumes, val_vols = read_pack(data_root, config.sources, config.min_object_voxels)
+        elif config.sources and (data_root / "splits.json").exists():
+            cache = resolve(base, config.cache_dir)
+            if self.ranks.lead:  # one writer; the others read what it wrote
+                build_cache(data_root, cache, config.sources, max_cases=config.max_cases_per_source)
+            self.ranks.barrier()
+            paths = build_cache(data_root, cache, config.sources, max_cases=config.max_cases_per_source)
             train_volumes = load_cached(paths, config.min_object_voxels)
             val_vols = val_volumes(data_root, (*config.sources, *VAL_SOURCES_EXTRA), config.min_object_voxels,
                                    max_cases=max(2, config.val_objects))
@@ -80,11 +89,14 @@ class Trainer:
         self.sampler = Sampler(train_volumes, self.rng, synthetic_share=config.synthetic_share,
                                pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels)
         self._write({"event": "start", "device": str(self.device), "parameters": count_parameters(self.net),
-                     "train_volumes": len(train_volumes), "val_objects": len(self.val_set),
+                     "ranks": self.ranks.world, "train_volumes": len(train_volumes),
+                     "val_objects": len(self.val_set),
                      "config": config.to_dict()})
 
     # --- bookkeeping ----------------------------------------------------------------------------
     def _write(self, record: dict) -> None:
+        if not self.ranks.lead:
+            return
         record = {"time": round(time.time(), 1), **record}
         with open(self.run_dir / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -96,6 +108,8 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _save_checkpoint(self, stage: int, step: int, elapsed: float, opt, best) -> None:
+        if not self.ranks.lead:
+            return
         state = {"model": self.net.state_dict(), "optimizer": opt.state_dict() if opt else None,
                  "stage": stage, "step": step, "elapsed": elapsed, "best": best,
                  "np_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
@@ -110,12 +124,13 @@ class Trainer:
         # Our own file, written by _save_checkpoint: it holds numpy RNG state, hence weights_only=False.
         state = torch.load(path, map_location=self.device, weights_only=False)
         self.net.load_state_dict(state["model"])
-        self.rng.bit_generator.state = state["np_rng"]
-        torch.set_rng_state(state["torch_rng"])
+        if self.ranks.lead:  # the others go on from their own seeds: their draws are not saved
+            self.rng.bit_generator.state = state["np_rng"]
+            torch.set_rng_state(state["torch_rng"])
         return state
 
     def _export(self, stage: StageConfig, step: int, summary: dict) -> None:
-        if self.export_path is None:
+        if self.export_path is None or not self.ranks.lead:
             return
         meta = {"name": self.config.export_name, "train_config": self.config.name, "stage": stage.kind,
                 "step": step, "val": {k: round(v, 4) for k, v in summary.items()}}
@@ -124,8 +139,11 @@ class Trainer:
         self._write({"event": "export", "path": str(self.export_path), "sha256": sha, "stage": stage.kind})
 
     def validate(self) -> dict:
+        """Each process evaluates its share of the val objects; all get the same summary."""
+        self.ranks.average_buffers(self.net)
         with self._autocast():
-            return validate(self.net, self.val_set, self.device)
+            rows = evaluate_objects(self.net, self.ranks.share(self.val_set), self.device)
+        return summarize(self.ranks.gather(rows))
 
     # --- steps ----------------------------------------------------------------------------------
     def _samples(self, stage: StageConfig, progress: float, interaction: bool):
@@ -164,6 +182,7 @@ class Trainer:
         for si, stage in enumerate(self.config.stages):
             if si < start_stage:
                 continue
+            self.ranks.broadcast_state(self.net)
             opt = make_optimizer(self.net, stage)
             step, elapsed, best = 0, 0.0, None
             if state and si == start_stage:
@@ -172,6 +191,7 @@ class Trainer:
                     opt.load_state_dict(state["optimizer"])
             self._write({"event": "stage", "stage": si, "kind": stage.kind, "from_step": step})
             best_path = self.run_dir / "best_of_stage.pt"
+            self.ranks.barrier()  # the lead has written best_of_stage.pt before anyone reads it
             if best is not None and best_path.exists():
                 best_state = torch.load(best_path, map_location=self.device, weights_only=True)
             else:
@@ -181,13 +201,14 @@ class Trainer:
             t0 = time.time() - elapsed
             cap = stage.max_minutes * 60
             running = {}
-            while step < stage.steps and not (cap and time.time() - t0 >= cap):
-                progress = max(step / stage.steps, (time.time() - t0) / cap if cap else 0.0)
+            while step < stage.steps and not (cap and elapsed >= cap):
+                progress = max(step / stage.steps, elapsed / cap if cap else 0.0)
                 for group in opt.param_groups:
                     group["lr"] = stage.lr * group["scale"] * lr_factor(progress)
                 out = self._step(stage, progress)
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
+                elapsed = self.ranks.step_sync(self.net, time.time() - t0)
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
                 opt.step()
                 step += 1
@@ -198,13 +219,14 @@ class Trainer:
                 if step % 10 == 0 or step == stage.steps:
                     self._write({"event": "train", "stage": si, "kind": stage.kind, "step": step,
                                  "lr": round(opt.param_groups[-1]["lr"], 6),
-                                 "elapsed_s": round(time.time() - t0, 1),
+                                 "elapsed_s": round(elapsed, 1),
                                  **{k: round(float(np.mean(v)), 4) for k, v in running.items()}})
                     running = {}
                 if step % self.config.val_every == 0:
                     best, best_state = self._validate_keep_best(si, stage, step, best, best_state)
                 if step % self.config.checkpoint_every == 0:
-                    self._save_checkpoint(si, step, time.time() - t0, opt, best)
+                    self.ranks.average_buffers(self.net)
+                    self._save_checkpoint(si, step, elapsed, opt, best)
             if stage.kind == "quality":
                 summary = self.validate()
                 self._write({"event": "val", "stage": si, "kind": stage.kind, "step": step, **summary})
@@ -224,5 +246,6 @@ class Trainer:
         if best is None or summary["score"] >= best["score"]:
             best = {"score": summary["score"], "step": step, "summary": summary}
             best_state = copy.deepcopy(self.net.state_dict())
-            torch.save(best_state, self.run_dir / "best_of_stage.pt")
+            if self.ranks.lead:
+                torch.save(best_state, self.run_dir / "best_of_stage.pt")
         return best, best_state

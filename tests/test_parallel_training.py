@@ -1,0 +1,69 @@
+"""Training on a machine that cannot read the data folder (a pack) and with several processes:
+gradients are averaged exactly, the processes agree on the clock, and a two-process run trains,
+validates and exports like a single process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from ranks_worker import sync_known_gradients
+from test_training import ROOT, tiny_config
+
+from napari_limnet.model import load_model
+from napari_limnet.training import Trainer
+from napari_limnet.training.pack import write_pack
+from napari_limnet.training.ranks import run_ranks
+from napari_limnet.training.trainer import VAL_SOURCES_EXTRA
+
+SOURCES = ("msd_hippocampus", "la2018_lgemri", "acdc_cine_mri")
+
+
+def test_step_sync_averages_gradients_and_clock(tmp_path):
+    mp.spawn(sync_known_gradients, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for r, res in enumerate(results):
+        first_w, first_b, second_w, second_b, third_w, third_b = res["grads"]
+        assert torch.equal(first_w, torch.full((2, 3), 2.0)) and torch.equal(first_b, torch.full((2,), 2.0))
+        assert torch.equal(second_w, torch.full((1, 2), 2.0)) and torch.equal(second_b, torch.full((1,), 2.0))
+        assert third_w is None and third_b is None  # unused everywhere: AdamW must skip it, as alone
+        assert res["elapsed"] == 15.0
+        assert torch.equal(res["stat"], torch.full((2,), 15.0))
+        assert res["share"] == ([0, 2, 4] if r == 0 else [1, 3])
+        assert res["gathered"] == [0, 1]
+
+
+def test_two_process_run_validates_and_exports(tmp_path):
+    export = tmp_path / "weights" / "limnet.pt"
+    config = tiny_config(tmp_path, export_path=str(export), export_name="tiny-ranks", ranks=2)
+    path = tmp_path / "configs" / "tiny-ranks.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(config.to_dict()))
+    run_ranks(path, 2)
+    events = [json.loads(line) for line in (tmp_path / "runs" / "tiny-test" / "log.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "start" and events[0]["ranks"] == 2
+    # one log, written by the lead only, with the same validation points as a single process
+    vals = [(e["kind"], e["step"]) for e in events if e["event"] == "val"]
+    assert vals == [("interaction", 0), ("interaction", 3), ("memory", 0), ("memory", 2), ("quality", 2)]
+    assert events[-1]["event"] == "done"
+    net, info = load_model(export)
+    assert info.trained and info.name == "tiny-ranks"
+
+
+def test_pack_fits_its_budget_and_trains(shared_data, tmp_path):
+    pack = tmp_path / "pack"
+    listing = write_pack(shared_data, tmp_path / "cache", SOURCES, (*SOURCES, *VAL_SOURCES_EXTRA), pack,
+                         budget_mb=4.0, val_cases=1)
+    size = sum(p.stat().st_size for p in pack.rglob("*.npz"))
+    assert size <= 4e6 and listing["mb"] <= 4.0
+    assert sorted(Path(p).parts[1] for p in listing["val"]) == sorted((*SOURCES, *VAL_SOURCES_EXTRA))
+    train_sources = {Path(p).parts[1] for p in listing["train"]}
+    assert {"msd_hippocampus", "acdc_cine_mri"} <= train_sources  # small files are not crowded out
+    config = tiny_config(tmp_path, sources=list(SOURCES), data_root=str(pack), val_objects=4)
+    trainer = Trainer(config, ROOT, log=lambda _: None)
+    assert len(trainer.sampler.volumes) == len(listing["train"])
+    assert {name.split("/")[0] for name, *_ in trainer.val_set} <= {*SOURCES, *VAL_SOURCES_EXTRA}
+    sample = trainer.sampler.sample(2)
+    assert sample.mask[0].any()
