@@ -17,10 +17,10 @@ from napari_limnet.ui._widget import LimNetWidget
 # 3D Dice after one click on the brain sample's lesion, measured with the shipped weights of the day
 # (2025-11: no trained weights ship yet, the random network scores 0.039). Raise it with each release
 # of weights; it is the only quality figure these tests depend on.
-# Floors for the shipped weights (limnet-cpu-small-v3, measured 0.52 in 3D and 0.81 on the clicked slice;
-# v2 0.50 and 0.80 with this release's session).
-DICE_FLOOR = 0.4
-SLICE_DICE_FLOOR = 0.65
+# Floors for the shipped weights (limnet-v4, measured 0.535 in 3D and 0.828 on the clicked slice;
+# v3 0.52 and 0.81, v2 0.50 and 0.80 with this release's session).
+DICE_FLOOR = 0.45
+SLICE_DICE_FLOOR = 0.7
 ROUND_TIMEOUT_MS = 240_000  # generous: a round takes ~1-25 s on a loaded 2-core machine
 BRAIN_CROP = (slice(8, 21), slice(60, 180), slice(130, 240))  # all of the lesion, 13 slices: fast
 
