@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from ranks_worker import sync_known_gradients
@@ -67,3 +68,11 @@ def test_pack_fits_its_budget_and_trains(shared_data, tmp_path):
     assert {name.split("/")[0] for name, *_ in trainer.val_set} <= {*SOURCES, *VAL_SOURCES_EXTRA}
     sample = trainer.sampler.sample(2)
     assert sample.mask[0].any()
+    # writing the pack again replaces it; a folder with other content is never deleted
+    write_pack(shared_data, tmp_path / "cache", SOURCES, SOURCES, pack, budget_mb=1.0, val_cases=1)
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("user data")
+    with pytest.raises(FileExistsError, match="holds no training pack"):
+        write_pack(shared_data, tmp_path / "cache", SOURCES, SOURCES, keep, budget_mb=1.0, val_cases=1)
+    assert (keep / "notes.txt").read_text() == "user data"

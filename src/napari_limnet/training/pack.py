@@ -31,7 +31,9 @@ def write_pack(data_root: Path, cache_dir: Path, sources, val_sources, out: Path
         train.append(path)
         packed[source] += size
         used += size
-    if out.exists():
+    if out.exists():  # an older pack is replaced; anything else is the user's and stays
+        if not (out / "pack.json").exists() and any(out.iterdir()):
+            raise FileExistsError(f"{out} is not empty and holds no training pack: choose a new folder")
         shutil.rmtree(out)
     for path in (*val, *train):
         target = out / path.relative_to(cache_dir)
