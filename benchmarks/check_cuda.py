@@ -19,24 +19,19 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from napari_limnet.evaluation.protocol import dice, first_click
+
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_engine import synthetic_scan  # noqa: E402
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
-
-
 def clicks_for(ref: np.ndarray) -> list[tuple[tuple[int, int, int], bool]]:
-    """A first click at the distance maximum of the largest cross-section, then a negative click
-    just outside the object on the same slice (a correction round)."""
-    z = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(1)))
-    dist = ndimage.distance_transform_edt(ref[z])
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    """The evaluation protocol's first click, then a negative click just outside the object on the
+    same slice (a correction round)."""
+    z, y, x = first_click(ref).point
     ring = ndimage.binary_dilation(ref[z], iterations=3) & ~ref[z]
     ys, xs = np.nonzero(ring)
-    return [((z, int(y), int(x)), True), ((z, int(ys[0]), int(xs[0])), False)]
+    return [((z, y, x), True), ((z, int(ys[0]), int(xs[0])), False)]
 
 
 def run(volume, spacing, clicks, device: str, weights) -> tuple[list[np.ndarray], float]:
