@@ -13,11 +13,14 @@ import pytest
 import torch
 
 from napari_limnet.engine.runner import NetworkRunner
+from napari_limnet.evaluation.methods import METHODS, MethodContext
 from napari_limnet.evaluation.protocol import dice as slice_dice
+from napari_limnet.evaluation.runner import simulate
 from napari_limnet.model import load_model
 from napari_limnet.model.weights import file_sha256, shipped_weights_path
 from napari_limnet.training import TrainConfig, Trainer, load_config
 from napari_limnet.training.data import objects_of, read_case
+from napari_limnet.training.rollout import evaluate_object, summarize
 from napari_limnet.training.simulate import interior_click
 from napari_limnet.training.steps import QualityBuffer, interaction_step
 from napari_limnet.training.synthetic import synthetic_volume
@@ -120,3 +123,15 @@ def test_one_click_segments_a_real_validation_case():
     runner = NetworkRunner(net, img[None], sp, torch.device("cpu"))
     mask = runner.segment_slice(0, [interior_click(None, target, sp)], [], np.zeros_like(target))
     assert slice_dice(mask, target) > ONE_CLICK_DICE_FLOOR
+
+
+def test_validation_measures_what_the_evaluation_measures(ellipsoid):
+    """A stage keeps the weights with the best validation score, so that score must be the product's
+    figure: the 3D Dice that ``limnet eval`` reports for its default method, click for click."""
+    image, ref = ellipsoid
+    model = load_model()
+    row = evaluate_object(model[0], image, ref, (1.0, 1.0, 1.0))
+    session = METHODS["limnet-no-mrf"](image, (1.0, 1.0, 1.0), MethodContext(device="cpu"))
+    session_dices = simulate(session, ref, (1.0, 1.0, 1.0), 5)["dice"]
+    assert [row[f"dice3d@{k}"] for k in (1, 3, 5)] == [session_dices[k - 1] for k in (1, 3, 5)]
+    assert summarize([("synthetic", row)])["score"] == pytest.approx(np.mean(session_dices[0:5:2]))
