@@ -36,8 +36,9 @@ def main() -> None:
     while widget.is_busy():
         app.processEvents()
         time.sleep(0.02)
-    viewer.camera.center = (0, y * image.scale[1], x * image.scale[2])
-    viewer.camera.zoom *= 1.6
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
+    camera.center = (0, y * image.scale[1], x * image.scale[2])
+    camera.zoom *= 1.6
     for _ in range(30):
         app.processEvents()
         time.sleep(0.02)

@@ -14,6 +14,7 @@ from napari_limnet.engine.fusion import Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
 from napari_limnet.engine.runner import REACH, reach_in_slices
+from napari_limnet.evaluation.protocol import dice
 from napari_limnet.model import load_model
 
 
@@ -300,6 +301,19 @@ def test_a_negative_click_on_a_slice_without_positive_clicks_ends_the_object_the
     assert session.mask[13:18].any()  # in between: propagated again from slice 12, knowing 18 is empty
     session.undo()
     assert np.array_equal(session.mask, before)
+
+
+def test_a_negative_click_on_a_leak_trims_the_slice_and_keeps_the_object(ellipsoid, weights):
+    """The protocol's (and a user's) usual correction: a negative click on a false-positive part of a
+    slice that does hold the object. The leak goes, the object stays on that slice and beyond."""
+    image, ref = ellipsoid
+    leaked = ref.copy()
+    leaked[14, 28:36, 48:60] = True  # a leak into the background, touching the object's edge
+    session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, initial_mask=leaked)
+    session.click((14, 32, 55), positive=False)
+    assert not session.mask[14, 28:36, 52:60].any()  # the leak is gone
+    assert session.mask[14, 32, 32] and session.mask[16, 32, 32]  # the object is still there, and beyond
+    assert dice(session.mask[14], ref[14]) > 0.8
 
 
 def test_a_negative_click_next_to_a_positive_one_trims_rather_than_clears(session):

@@ -5,8 +5,9 @@ A session belongs to one object in one volume. Each click is a round: the clicke
 user-interacted slice as a permanent memory anchor, up to the nearest user slice that holds the object
 or, past the outermost one, ``reach`` object widths (a compact-object prior). Where rounds overlap,
 the newest wins, or with ``fusion`` the one the quality head rates best (Multi-Round Result Fusion).
-A slice with negative clicks only holds no object, and the object ends there (micro-sam's convention
-too): that is how a user stops a propagation that runs past the object's end.
+Negative clicks on a slice without positive clicks trim the slice's mask with the network; when they
+leave less than 70 % of it, the slice holds no object and the object ends there: that is how a user
+stops a propagation that runs past the object's end.
 Rounds run one at a time; starting a round or calling ``cancel`` stops the one in progress, and a
 round that does not finish changes nothing.
 """
@@ -31,6 +32,7 @@ from .parallel import interleave, walk_threads
 from .runner import REACH, NetworkRunner, object_slices_beyond, reach_in_slices
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
+TRIM_KEEP = 0.7  # share of a slice's mask that negative clicks alone must leave for the object to stay there
 
 
 @dataclass(frozen=True)
@@ -272,10 +274,8 @@ class Session:
             on_slice = [c for c in self._clicks if self._oriented(c.point)[0] == oz] + [new_click]
             pos = [self._oriented(c.point)[1:] for c in on_slice if c.positive]
             neg = [self._oriented(c.point)[1:] for c in on_slice if not c.positive]
-            if pos:
-                mask2d = self._runner.segment_slice(oz, pos, neg, self._omask[oz].copy())
-            else:  # only negative clicks here: the object is not on this slice (a stop slice, see _walk)
-                mask2d = np.zeros(self._runner.slice_shape, dtype=bool)
+            current = self._omask[oz].copy()
+            mask2d = self._runner.segment_slice(oz, pos, neg, current) if pos else self._trim(oz, neg, current)
             anchors = self._anchors(oz, mask2d)
             entries = self._runner.anchor_entries(anchors)
         first_mask_s = time.perf_counter() - start
@@ -310,6 +310,16 @@ class Session:
             self._clicks.append(new_click)
             self._refuse(sorted(new.candidates))
             self.last_timing = RoundTiming(first_mask_s, time.perf_counter() - start, len(new.candidates) - 1)
+
+    def _trim(self, z: int, neg: list, current: np.ndarray) -> np.ndarray:
+        """A slice with negative clicks only: the network removes the clicked part of the slice's mask
+        (it never adds to it). When less than ``TRIM_KEEP`` of the mask would remain, or there was none,
+        the object is not on this slice: the slice is emptied and becomes a stop slice (see _walk)."""
+        empty = np.zeros(self._runner.slice_shape, dtype=bool)
+        if not current.any():
+            return empty
+        trimmed = self._runner.segment_slice(z, [], neg, current) & current
+        return trimmed if trimmed.sum() >= TRIM_KEEP * current.sum() else empty
 
     def _walk(self, start: int, mask2d: np.ndarray, step: int, anchors: dict, entries: list, cancelled):
         """Propagation in one direction. A clicked slice left empty is a stop slice: when no
