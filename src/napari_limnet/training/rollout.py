@@ -16,14 +16,12 @@ from ..model import LimNet, WeightsInfo
 from .simulate import error_click, interior_click
 
 VALIDATION_WEIGHTS = WeightsInfo("weights in training", True, None, None)
+VAL_CLICKS = 5  # 3D protocol clicks per val object: Dice after 1, 3 and 5 of them
 
 
 def interaction_inputs(image: np.ndarray, roi: Roi, pos, neg, prev: np.ndarray, crop: int):
     """The image crop and the 3 prompt channels (positive, negative clicks, previous mask)."""
     return crop_image(image, roi, crop), prompt_maps(roi, pos, neg, prev, crop)
-
-
-VAL_CLICKS = 5  # 3D protocol clicks per val object: Dice after 1, 3 and 5 of them
 
 
 def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, device="cpu") -> dict:
