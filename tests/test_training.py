@@ -4,6 +4,7 @@ match the model card and segment a real validation case from one click."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -135,3 +136,16 @@ def test_validation_measures_what_the_evaluation_measures(ellipsoid):
     session_dices = simulate(session, ref, (1.0, 1.0, 1.0), 5)["dice"]
     assert [row[f"dice3d@{k}"] for k in (1, 3, 5)] == [session_dices[k - 1] for k in (1, 3, 5)]
     assert summarize([("synthetic", row)])["score"] == pytest.approx(np.mean(session_dices[0:5:2]))
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_norm_keeps_batchnorm_statistics(tmp_path, freeze):
+    """Fine-tuning with a few correlated samples per step drags BatchNorm's running statistics away
+    from what the weights were trained with; ``freeze_norm`` keeps them as they were."""
+    trainer = Trainer(tiny_config(tmp_path), ROOT, log=lambda _: None)
+    stage = dataclasses.replace(trainer.config.stages[1], freeze_norm=freeze)
+    stats = {k: v.clone() for k, v in trainer.net.state_dict().items() if "running_" in k}
+    trainer._step(stage, 0.0)["loss"].backward()
+    after = trainer.net.state_dict()
+    unchanged = all(torch.equal(v, after[k]) for k, v in stats.items())
+    assert unchanged == freeze

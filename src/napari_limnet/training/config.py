@@ -21,6 +21,7 @@ class StageConfig:
     interaction_mix: float = 0.0  # memory stage: share of steps that train the interaction module
     crossing_share: float = 0.5  # memory stage: share of sequences that run off the end of the object
     max_minutes: float = 0.0
+    freeze_norm: bool = False  # keep every BatchNorm's statistics fixed (fine-tuning with small batches)
 
 
 @dataclass(frozen=True)

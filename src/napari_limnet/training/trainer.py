@@ -168,6 +168,10 @@ class Trainer:
             self.net.quality.train()
         else:
             self.net.train()
+            if stage.freeze_norm:
+                for module in self.net.modules():
+                    if isinstance(module, torch.nn.BatchNorm2d):
+                        module.eval()
             seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
                    if interaction else propagation_step(self.net, samples, self.rng, **kw))
         with self._autocast():
