@@ -139,11 +139,12 @@ def test_validation_measures_what_the_evaluation_measures(ellipsoid):
 
 
 @pytest.mark.parametrize("freeze", [False, True])
-def test_freeze_norm_keeps_batchnorm_statistics(tmp_path, freeze):
+@pytest.mark.parametrize("kind", ["memory", "quality"])
+def test_freeze_norm_keeps_batchnorm_statistics(tmp_path, kind, freeze):
     """Fine-tuning with a few correlated samples per step drags BatchNorm's running statistics away
-    from what the weights were trained with; ``freeze_norm`` keeps them as they were."""
+    from what the weights were trained with; ``freeze_norm`` keeps them as they were, in every stage."""
     trainer = Trainer(tiny_config(tmp_path), ROOT, log=lambda _: None)
-    stage = dataclasses.replace(trainer.config.stages[1], freeze_norm=freeze)
+    stage = dataclasses.replace(next(s for s in trainer.config.stages if s.kind == kind), freeze_norm=freeze)
     stats = {k: v.clone() for k, v in trainer.net.state_dict().items() if "running_" in k}
     trainer._step(stage, 0.0)["loss"].backward()
     after = trainer.net.state_dict()

@@ -160,18 +160,15 @@ class Trainer:
             stage.kind == "memory" and self.rng.random() < stage.interaction_mix)
         samples = self._samples(stage, progress, interaction)
         kw = {"buffer": self.buffer, "device": self.device, "autocast": self._autocast}
-        if stage.kind == "quality":  # the frozen model produces masks; only the quality head learns
-            self.net.eval()
-            with torch.no_grad():
-                seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
-                       if interaction else propagation_step(self.net, samples, self.rng, **kw))
-            self.net.quality.train()
-        else:
-            self.net.train()
-            if stage.freeze_norm:
-                for module in self.net.modules():
-                    if isinstance(module, torch.nn.BatchNorm2d):
-                        module.eval()
+        # quality stage: the frozen model produces masks; only the quality head learns
+        learner = self.net.quality if stage.kind == "quality" else self.net
+        self.net.eval()
+        learner.train()
+        if stage.freeze_norm:
+            for module in learner.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.eval()
+        with contextlib.nullcontext() if learner is self.net else torch.no_grad():
             seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
                    if interaction else propagation_step(self.net, samples, self.rng, **kw))
         with self._autocast():
