@@ -35,10 +35,7 @@ ONE_CLICK_DICE_FLOOR = 0.7
 
 
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
-    config, _ = load_config(ROOT / "configs" / "tiny-test.json")
-    values = {**config.to_dict(), "run_dir": str(tmp_path / "runs"), **overrides}
-    values["stages"] = [dict(vars(s)) for s in config.stages]
-    return TrainConfig.from_dict(values)
+    return load_config(ROOT / "configs" / "tiny-test.json")[0].replace(run_dir=str(tmp_path / "runs"), **overrides)
 
 
 def test_configs_parse():
