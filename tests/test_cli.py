@@ -11,6 +11,7 @@ import tifffile
 from synthetic import ellipsoid_volume
 
 from napari_limnet.cli import main, parse_click
+from napari_limnet.io import write_labels
 
 
 @pytest.fixture
@@ -57,6 +58,16 @@ def test_unreadable_input_is_one_clear_error(tmp_path, capsys):
     bad.write_bytes(b"not a nifti file")
     assert main(["segment", str(bad), "--click", "1,1,1", "--out", str(tmp_path / "m.nii.gz")]) == 2
     assert "limnet segment: error:" in capsys.readouterr().err
+
+
+def test_a_missing_weight_file_is_one_clear_error(tmp_path, capsys):
+    image = tmp_path / "scan.nii.gz"
+    write_labels(image, np.ones((4, 8, 8), np.uint8))
+    out = tmp_path / "m.nii.gz"
+    assert main(["segment", str(image), "--click", "1,4,4", "--out", str(out), "--weights",
+                 str(tmp_path / "absent.pt")]) == 2
+    assert "limnet segment: error: weight file not found" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(("text", "expected"), [("1,2,3", ((1, 2, 3), True)), ("4, 5.5, 6,-", ((4, 5.5, 6), False)),

@@ -90,6 +90,12 @@ def test_missing_explicit_weights_raise(tmp_path):
         load_model(tmp_path / "absent.pt")
 
 
+@pytest.mark.parametrize("given", ["", "."])
+def test_a_folder_given_as_weights_is_refused_with_a_clear_message(given):
+    with pytest.raises(WeightsError, match="must be a file"):
+        load_model(given)
+
+
 def test_shipped_weights_load_and_say_what_they_are():
     net, info = load_model()
     assert isinstance(net, LimNet)

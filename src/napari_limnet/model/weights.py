@@ -16,8 +16,9 @@ from .limnet import LimNet, LimNetConfig
 WEIGHTS_NAME = "limnet.pt"
 
 
-class WeightsError(RuntimeError):
-    """The weight file is missing, corrupt or does not match its recorded checksum."""
+class WeightsError(OSError):
+    """The weight file is missing, corrupt or does not match its recorded checksum (an ``OSError``, so
+    the command line reports it as one clear line, like any other unreadable file)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def load_model(path: str | Path | None = None, *, allow_random: bool = True) -> 
     """
     explicit = path is not None
     path = Path(path) if explicit else shipped_weights_path()
+    if explicit and path.exists() and not path.is_file():
+        raise WeightsError(f"weights must be a file, got the folder {path.resolve()}")
     if not path.exists():
         if explicit or not allow_random:
             raise WeightsError(f"weight file not found: {path}")
