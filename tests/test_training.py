@@ -23,7 +23,7 @@ from napari_limnet.training import TrainConfig, Trainer, load_config
 from napari_limnet.training.data import objects_of, read_case
 from napari_limnet.training.rollout import evaluate_object, summarize
 from napari_limnet.training.simulate import interior_click
-from napari_limnet.training.steps import QualityBuffer, change_weights, interaction_step, propagation_step, seg_loss
+from napari_limnet.training.steps import QualityBuffer, interaction_step
 from napari_limnet.training.synthetic import synthetic_volume
 from napari_limnet.training.trainer import make_optimizer
 
@@ -147,33 +147,3 @@ def test_freeze_norm_keeps_batchnorm_statistics(tmp_path, kind, freeze):
     after = trainer.net.state_dict()
     unchanged = all(torch.equal(v, after[k]) for k, v in stats.items())
     assert unchanged == freeze
-
-
-def test_pixel_weights_make_errors_there_cost_more():
-    target = torch.zeros(1, 1, 8, 8)
-    target[..., :4, :] = 1
-    wrong_top = torch.full((1, 1, 8, 8), -4.0)  # wrong on the top half (target 1), right below
-    weight = torch.ones(1, 1, 8, 8)
-    weight[..., :4, :] = 5
-    assert seg_loss(wrong_top, target, weight) > seg_loss(wrong_top, target) > seg_loss(wrong_top, target, 6 - weight)
-    assert torch.isclose(seg_loss(wrong_top, target, torch.full_like(weight, 3.0)), seg_loss(wrong_top, target))
-
-
-def test_change_weight_puts_the_memory_loss_where_the_object_changes(tmp_path):
-    """A memory module that copies its previous mask is wrong exactly where the object changes from
-    one slice to the next; ``change_weight`` weighs those pixels more, in the real propagation step."""
-    prev = torch.zeros(1, 1, 6, 6)
-    prev[..., 1:5, 1:5] = 1
-    target = torch.zeros(1, 1, 6, 6)
-    target[..., 2:4, 2:4] = 1  # the object shrinks
-    w = change_weights(prev, target, 4.0)
-    assert torch.equal(w == 5, (prev > 0.5) != (target > 0.5)) and set(w.unique().tolist()) == {1.0, 5.0}
-    copying = torch.where(prev > 0.5, 4.0, -4.0)
-    assert seg_loss(copying, target, w) > seg_loss(copying, target)
-
-    trainer = Trainer(tiny_config(tmp_path), ROOT, log=lambda _: None)
-    samples = [trainer.sampler.sample(5, with_anchor=True, crossing_share=1.0) for _ in range(2)]
-    loss = propagation_step(trainer.net, samples, np.random.default_rng(3), buffer=QualityBuffer(),
-                            device="cpu", autocast=contextlib.nullcontext, change_weight=4.0)
-    loss.backward()
-    assert np.isfinite(float(loss.detach()))

@@ -20,7 +20,6 @@ class StageConfig:
     seq_len: tuple[int, int] = (2, 6)  # memory stage: sequence length grows from first to second
     interaction_mix: float = 0.0  # memory stage: share of steps that train the interaction module
     crossing_share: float = 0.5  # memory stage: share of sequences that run off the end of the object
-    change_weight: float = 0.0  # memory stage: extra loss weight where a slice differs from its previous mask
     max_minutes: float = 0.0
     freeze_norm: bool = False  # keep every BatchNorm's statistics fixed (fine-tuning with small batches)
 

@@ -20,26 +20,14 @@ from .sampler import Sample
 from .simulate import error_click, interior_click, perturb_mask
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """BCE + soft Dice per sample, averaged (an empty target is handled by the +1 smoothing). ``weight``:
-    per-pixel BCE weights (normalised per sample, so they shift attention without scaling the loss)."""
+def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice per sample, averaged (an empty target is handled by the +1 smoothing)."""
     logits = logits.float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1)
-    if weight is None:
-        bce = bce.mean(1)
-    else:
-        w = weight.float().flatten(1)
-        bce = (bce * w).sum(1) / w.sum(1)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1).mean(1)
     p = torch.sigmoid(logits).flatten(1)
     t = target.flatten(1)
     dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
     return (bce + dice).mean()
-
-
-def change_weights(prev: torch.Tensor, target: torch.Tensor, extra: float) -> torch.Tensor:
-    """Pixel weights: 1, plus ``extra`` where the reference differs from the previous mask (the
-    pixels a module that copies its previous mask gets wrong)."""
-    return 1 + extra * ((prev > 0.5) != (target > 0.5)).float()
 
 
 @dataclass
@@ -157,11 +145,9 @@ def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int
 
 
 def propagation_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffer, device,
-                     autocast, change_weight: float = 0.0) -> torch.Tensor:
+                     autocast) -> torch.Tensor:
     """Propagate from slice 0 (reference mask, sometimes perturbed like an interaction result) along
-    the sample's slices, exactly as the engine does, with gradients through the whole sequence.
-    ``change_weight``: extra BCE weight on the pixels where the slice's reference differs from the
-    previous mask the module is given, against its habit of copying that mask."""
+    the sample's slices, exactly as the engine does, with gradients through the whole sequence."""
     crop = net.config.crop
     shapes = [s.mask.shape[1:] for s in samples]
     length = len(samples[0].mask) - (samples[0].anchor is not None)
@@ -199,8 +185,7 @@ def propagation_step(net: LimNet, samples: list[Sample], rng, *, buffer: Quality
             prev_crop = torch.cat([crop_mask(m, r, crop) for m, r in zip(prev_masks, new_rois)]).to(device)
             logits, hidden = memory_step(net, feats, key, banks, hidden, prev_crop)
             target = torch.cat([crop_mask(s.mask[t], r, crop) for s, r in zip(samples, new_rois)]).to(device)
-            weight = change_weights(prev_crop, target, change_weight) if change_weight else None
-            losses.append(seg_loss(logits, target, weight))
+            losses.append(seg_loss(logits, target))
             remember(net, feats, key, logits, banks)
             prev_masks = []
             for i in range(len(samples)):

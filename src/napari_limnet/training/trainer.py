@@ -170,8 +170,7 @@ class Trainer:
                     module.eval()
         with contextlib.nullcontext() if learner is self.net else torch.no_grad():
             seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
-                   if interaction else propagation_step(self.net, samples, self.rng,
-                                                        change_weight=stage.change_weight, **kw))
+                   if interaction else propagation_step(self.net, samples, self.rng, **kw))
         with self._autocast():
             q = quality_loss(self.net, self.buffer, self.rng, 4 * stage.batch, self.device)
         loss = q if stage.kind == "quality" else seg + q
