@@ -11,7 +11,6 @@ import tifffile
 from synthetic import ellipsoid_volume
 
 from napari_limnet.cli import main, parse_click
-from napari_limnet.io import write_labels
 
 
 @pytest.fixture
@@ -60,11 +59,10 @@ def test_unreadable_input_is_one_clear_error(tmp_path, capsys):
     assert "limnet segment: error:" in capsys.readouterr().err
 
 
-def test_a_missing_weight_file_is_one_clear_error(tmp_path, capsys):
-    image = tmp_path / "scan.nii.gz"
-    write_labels(image, np.ones((4, 8, 8), np.uint8))
+def test_a_missing_weight_file_is_one_clear_error(scan, tmp_path, capsys):
+    path, _ = scan
     out = tmp_path / "m.nii.gz"
-    assert main(["segment", str(image), "--click", "1,4,4", "--out", str(out), "--weights",
+    assert main(["segment", str(path), "--click", "8,24,20", "--out", str(out), "--weights",
                  str(tmp_path / "absent.pt")]) == 2
     assert "limnet segment: error: weight file not found" in capsys.readouterr().err
     assert not out.exists()

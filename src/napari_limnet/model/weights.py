@@ -77,7 +77,7 @@ def load_model(path: str | Path | None = None, *, allow_random: bool = True) -> 
     """
     explicit = path is not None
     path = Path(path) if explicit else shipped_weights_path()
-    if explicit and path.exists() and not path.is_file():
+    if explicit and path.is_dir():
         raise WeightsError(f"weights must be a file, got the folder {path.resolve()}")
     if not path.exists():
         if explicit or not allow_random:
