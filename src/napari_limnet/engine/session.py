@@ -6,7 +6,7 @@ user-interacted slice as a permanent memory anchor, up to the nearest user slice
 or, past the outermost one, ``reach`` object widths (a compact-object prior). Where rounds overlap,
 the newest wins, or with ``fusion`` the one the quality head rates best (Multi-Round Result Fusion).
 Negative clicks on a slice without positive clicks trim the slice's mask with the network; when they
-leave less than 70 % of it, the slice holds no object and the object ends there: that is how a user
+leave less than ``TRIM_KEEP`` of it, the slice holds no object and the object ends there: that is how a user
 stops a propagation that runs past the object's end.
 Rounds run one at a time; starting a round or calling ``cancel`` stops the one in progress, and a
 round that does not finish changes nothing.
