@@ -20,7 +20,6 @@ class StageConfig:
     seq_len: tuple[int, int] = (2, 6)  # memory stage: sequence length grows from first to second
     interaction_mix: float = 0.0  # memory stage: share of steps that train the interaction module
     crossing_share: float = 0.5  # memory stage: share of sequences that run off the end of the object
-    predicted_start: float = 0.0  # memory stage: share of sequences that start from the model's own click mask
     max_minutes: float = 0.0
     freeze_norm: bool = False  # keep every BatchNorm's statistics fixed (fine-tuning with small batches)
 
@@ -36,7 +35,6 @@ class TrainConfig:
     max_cases_per_source: int = 0  # 0: all train cases
     synthetic_share: float = 0.5  # probability that a sample comes from the synthetic generator
     synthetic_pool: int = 64  # synthetic volumes held in memory; one is replaced every step
-    field_of_view_share: float = 0.3  # samples that show only part of the slice around the object
     min_object_voxels: int = 50
     max_clicks: int = 5  # interaction: up to this many simulated rounds before the trained one
     threads: int = 2

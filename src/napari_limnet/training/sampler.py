@@ -24,12 +24,11 @@ class Sample:
 
 class Sampler:
     def __init__(self, volumes: list[Volume], rng: np.random.Generator, *, synthetic_share: float,
-                 pool_size: int, min_voxels: int, field_of_view_share: float = 0.3) -> None:
+                 pool_size: int, min_voxels: int) -> None:
         self.volumes = volumes
         self.rng = rng
         self.synthetic_share = synthetic_share if volumes else 1.0
         self.min_voxels = min_voxels
-        self.field_of_view_share = field_of_view_share
         count = pool_size if self.synthetic_share else 0
         self.pool = [v for v in (synthetic_volume(rng, min_voxels) for _ in range(count)) if v.objects]
 
@@ -83,7 +82,7 @@ class Sampler:
 
     def _field_of_view(self, img: np.ndarray, msk: np.ndarray):
         """Sometimes show only part of the slice around the object (changes the full-slice zoom)."""
-        if self.rng.random() >= self.field_of_view_share:
+        if self.rng.random() > 0.3:
             return img, msk
         h, w = msk.shape[1:]
         ys, xs = np.nonzero(msk[0])

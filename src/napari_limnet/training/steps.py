@@ -91,13 +91,8 @@ def _start(rng, s: Sample) -> _Click2D:
             click = error_click(rng, prev, ref, sp) or (interior_click(rng, ref, sp), True)
             pos, neg = ([click[0]], []) if click[1] else ([], [click[0]])
             return _Click2D(img, ref, sp, pos, neg, prev, roi_around(prev, pos + neg, ref.shape, sp), False)
-    return _first_click(rng, img, ref, sp)
-
-
-def _first_click(rng, image: np.ndarray, ref: np.ndarray, spacing) -> _Click2D:
-    """A click inside the object on a slice with no mask yet, seen whole, as the engine starts."""
-    return _Click2D(image, ref, spacing, [interior_click(rng, ref, spacing)], [], np.zeros_like(ref),
-                    full_roi(ref.shape, spacing), True)
+    prev = np.zeros_like(ref)
+    return _Click2D(img, ref, sp, [interior_click(rng, ref, sp)], [], prev, full_roi(ref.shape, sp), True)
 
 
 def _advance(rng, st: _Click2D, mask: np.ndarray) -> None:
@@ -149,36 +144,18 @@ def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int
     return seg_loss(logits, target)
 
 
-def predicted_masks(net: LimNet, samples: list[Sample], rng, *, device, autocast) -> list[np.ndarray]:
-    """The interaction module's own masks for slice 0 of each sample after a simulated first click,
-    the engine's zoom-in pass and sometimes one correction: what a propagation starts from in use,
-    with the size errors the module really makes."""
-    states = [_first_click(rng, s.image[0], s.mask[0], s.spacing) for s in samples]
-    with torch.no_grad(), autocast():
-        for _ in range(int(rng.integers(2, 4))):
-            logits = _interact(net, states, device)
-            for i, st in enumerate(states):
-                _advance(rng, st, paste_logits(logits[i:i + 1].float().cpu(), st.roi, st.ref.shape))
-    return [st.prev for st in states]
-
-
 def propagation_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffer, device,
-                     autocast, predicted_start: float = 0.0) -> torch.Tensor:
-    """Propagate from slice 0 along the sample's slices, exactly as the engine does, with gradients
-    through the whole sequence. Slice 0 holds the reference mask, sometimes perturbed like an
-    interaction result, or (a ``predicted_start`` share of the samples) the interaction module's own
-    answer to a first click."""
+                     autocast) -> torch.Tensor:
+    """Propagate from slice 0 (reference mask, sometimes perturbed like an interaction result) along
+    the sample's slices, exactly as the engine does, with gradients through the whole sequence."""
     crop = net.config.crop
     shapes = [s.mask.shape[1:] for s in samples]
     length = len(samples[0].mask) - (samples[0].anchor is not None)
     banks = [MemoryBank(working_frames=4, longterm_elements=512) for _ in samples]
-    predicted = [bool(predicted_start) and rng.random() < predicted_start for _ in samples]
-    own = iter(predicted_masks(net, [s for s, p in zip(samples, predicted) if p], rng, device=device,
-                               autocast=autocast) if any(predicted) else [])
     prev_masks, rois = [], []
     with autocast():
-        for s, bank, p in zip(samples, banks, predicted):
-            m0 = next(own) if p else s.mask[0] if rng.random() < 0.7 else perturb_mask(rng, s.mask[0])
+        for s, bank in zip(samples, banks):
+            m0 = s.mask[0] if rng.random() < 0.7 else perturb_mask(rng, s.mask[0])
             if not m0.any():
                 m0 = s.mask[0]
             anchors = [(0, m0)] + ([(s.anchor, s.mask[s.anchor])] if s.anchor is not None else [])

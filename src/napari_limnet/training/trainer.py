@@ -87,8 +87,7 @@ class Trainer:
             val_vols = [v for v in (synthetic_volume(vrng) for _ in range(config.val_objects)) if v.objects]
         self.val_set = val_objects(val_vols, config.val_objects, np.random.default_rng(config.seed + 2))
         self.sampler = Sampler(train_volumes, self.rng, synthetic_share=config.synthetic_share,
-                               pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels,
-                               field_of_view_share=config.field_of_view_share)
+                               pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels)
         self._write({"event": "start", "device": str(self.device), "parameters": count_parameters(self.net),
                      "ranks": self.ranks.world, "train_volumes": len(train_volumes),
                      "val_objects": len(self.val_set),
@@ -171,8 +170,7 @@ class Trainer:
                     module.eval()
         with contextlib.nullcontext() if learner is self.net else torch.no_grad():
             seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
-                   if interaction else propagation_step(self.net, samples, self.rng,
-                                                        predicted_start=stage.predicted_start, **kw))
+                   if interaction else propagation_step(self.net, samples, self.rng, **kw))
         with self._autocast():
             q = quality_loss(self.net, self.buffer, self.rng, 4 * stage.batch, self.device)
         loss = q if stage.kind == "quality" else seg + q
