@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from napari_limnet.engine.crops import click_maps, crop_image, crop_mask, full_roi, paste_logits, roi_around
+from napari_limnet.engine.crops import (
+    Roi,
+    click_maps,
+    crop_image,
+    crop_mask,
+    full_roi,
+    paste_logits,
+    roi_around,
+    zoom_prior,
+)
 
 
 def test_normalisation_ignores_the_intensity_scale():
@@ -59,3 +68,17 @@ def test_click_maps_peak_at_the_clicks():
     assert tuple(np.unravel_index(int(maps[0, 0].argmax()), (40, 40))) == (10, 20)
     assert float(maps[0, 1, 30, 5]) == pytest.approx(1.0) and float(maps[0, 1, 2, 2]) == pytest.approx(1.0)
     assert float(maps[0, 0, 30, 5]) < 1e-6
+
+
+def test_a_coarse_first_mask_is_not_carried_into_the_zoomed_pass():
+    """The first pass over a slice shrunk to the crop sizes a small object by the window; the zoomed
+    pass must start from the clicks alone there, and keep the first mask everywhere else."""
+    small = np.zeros((300, 300), bool)
+    small[140:160, 140:170] = True  # spans 0.1 of the window
+    large = np.zeros((300, 300), bool)
+    large[60:240, 80:200] = True  # spans 0.6
+    whole = full_roi(small.shape)
+    assert not zoom_prior(small, whole, 128).any()
+    assert zoom_prior(large, whole, 128) is large
+    close_up = Roi(0, 0, 100, 100)  # a window the crop does not shrink: its mask is not coarse
+    assert zoom_prior(small[100:200, 100:200], close_up, 128).any()

@@ -55,6 +55,16 @@ def test_mask_is_read_only(session):
         session.mask[0, 0, 0] = True
 
 
+def test_one_click_on_a_small_object_in_a_large_slice_gives_a_mask_of_its_size(weights):
+    """The whole-slice pass sees a small object at a few pixels and inflates it; the zoomed pass
+    must not inherit that size."""
+    image, ref = ellipsoid_volume(shape=(12, 256, 256), radii=(5, 6, 7.8))
+    session = Session(image, weights=weights)
+    mask = session.click((6, 128, 128))[6]
+    assert dice(mask, ref[6]) > 0.95
+    assert 0.85 < mask.sum() / ref[6].sum() < 1.15
+
+
 def test_undo_and_reset_restore_earlier_results_exactly(session):
     empty = session.mask.copy()
     first = session.click((12, 32, 32)).copy()

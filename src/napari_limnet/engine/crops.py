@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 MIN_ROI = 24
+COARSE_SPAN = 0.3  # zoom_prior: a first mask narrower than this share of a shrunk whole-slice window is coarse
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,21 @@ def roi_around(mask: np.ndarray | None, points_yx, shape: tuple[int, int],
     if roi.h >= full.h or roi.w >= full.w:
         return full
     return roi
+
+
+def zoom_prior(mask: np.ndarray, roi: Roi, crop: int) -> np.ndarray:
+    """The previous mask that the zoomed-in pass gets after a first pass over ``roi`` answered ``mask``.
+
+    Where ``roi`` had to be shrunk to fit the crop and the mask spans less than ``COARSE_SPAN`` of it,
+    the first pass saw the object at a few dozen pixels and sized its mask by the window more than by
+    the object's edges (small structures came out 1.3-4x too large, docs/evaluation.md). Passed on,
+    that size carries into the zoomed pass; there the clicks alone are the better start."""
+    if max(roi.h, roi.w) <= crop or not mask.any():
+        return mask
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    span = max((rows[-1] - rows[0] + 1) / roi.h, (cols[-1] - cols[0] + 1) / roi.w)
+    return np.zeros_like(mask) if span < COARSE_SPAN else mask
 
 
 def _window(image: np.ndarray, roi: Roi) -> np.ndarray:

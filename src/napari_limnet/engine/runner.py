@@ -15,7 +15,17 @@ import torch
 
 from ..model import LimNet, SliceFeatures
 from ..model.limnet import fused_for_inference
-from .crops import Roi, crop_image, crop_mask, full_roi, paste_logits, prompt_maps, quality_inputs, roi_around
+from .crops import (
+    Roi,
+    crop_image,
+    crop_mask,
+    full_roi,
+    paste_logits,
+    prompt_maps,
+    quality_inputs,
+    roi_around,
+    zoom_prior,
+)
 from .memory_bank import MemoryBank, pool_entry
 from .propagation import memory_step, remember, resample_hidden
 
@@ -89,7 +99,8 @@ class NetworkRunner:
     @torch.inference_mode()
     def segment_slice(self, z: int, pos: list, neg: list, prev: np.ndarray) -> np.ndarray:
         """The interaction module on slice z: all the slice's clicks plus its current mask -> 2D mask.
-        Without a previous mask the first pass sees the whole slice, then zooms in on its result."""
+        Without a previous mask the first pass sees the whole slice, then zooms in on its result
+        (``zoom_prior`` says whether the first pass's mask goes along)."""
         clicks = list(pos) + list(neg)
         roi = roi_around(prev, clicks, self.slice_shape, self.spacing) if prev.any() else full_roi(
             self.slice_shape, self.spacing)
@@ -97,7 +108,7 @@ class NetworkRunner:
         if not prev.any() and mask.any():
             zoom = roi_around(mask, clicks, self.slice_shape, self.spacing)
             if zoom != roi:
-                mask = self._interact(z, zoom, pos, neg, mask)
+                mask = self._interact(z, zoom, pos, neg, zoom_prior(mask, roi, self.crop))
         return mask
 
     def _interact(self, z: int, roi: Roi, pos: list, neg: list, prev: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, quality_inputs, roi_around
+from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, quality_inputs, roi_around, zoom_prior
 from ..engine.memory_bank import MemoryBank, pool_entry
 from ..engine.propagation import memory_step, remember, resample_hidden
 from ..evaluation.protocol import dice as slice_dice
@@ -95,14 +95,14 @@ def _start(rng, s: Sample) -> _Click2D:
     return _Click2D(img, ref, sp, [interior_click(rng, ref, sp)], [], prev, full_roi(ref.shape, sp), True)
 
 
-def _advance(rng, st: _Click2D, mask: np.ndarray) -> None:
+def _advance(rng, st: _Click2D, mask: np.ndarray, crop: int) -> None:
     """What happens after the network answered: the engine's zoom-in, or the user's next click."""
     clicks = st.pos + st.neg
     if st.zoom_pending and mask.any():
         st.zoom_pending = False
         roi = roi_around(mask, clicks, mask.shape, st.spacing)
         if roi != st.roi:
-            st.prev, st.roi = mask, roi
+            st.prev, st.roi = zoom_prior(mask, st.roi, crop), roi
             return
     st.prev = mask
     click = error_click(rng, mask, st.ref, st.spacing)
@@ -133,7 +133,7 @@ def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int
         for i, st in enumerate(states):
             mask = paste_logits(logits[i:i + 1].float().cpu(), st.roi, st.ref.shape)
             buffer.add(st.image, mask, st.ref, st.spacing)
-            _advance(rng, st, mask)
+            _advance(rng, st, mask, crop)
     with autocast():
         logits = _interact(net, states, device)
     target = torch.cat([crop_mask(st.ref, st.roi, crop) for st in states]).to(device)
