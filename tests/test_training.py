@@ -28,7 +28,6 @@ from napari_limnet.training.synthetic import synthetic_volume
 from napari_limnet.training.trainer import make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 # limnet-v4 scores 0.83 on this case (one click at the distance maximum; v3 scored 0.655, v2 0.745);
 # floor with margin.
 ONE_CLICK_DICE_FLOOR = 0.7
@@ -107,38 +106,39 @@ def test_shipped_weights_load_and_match_model_card():
     assert re.search(r"\b[0-9a-f]{64}\b", card) and info.sha256 in card
 
 
-def test_one_click_segments_a_real_validation_case():
-    if not (DATA / "splits.json").exists():
-        pytest.skip(f"validation data folder not found at {DATA}")
+def one_click_dice(net, image: np.ndarray, ref: np.ndarray, spacing) -> float:
+    """2D Dice of one click at the distance maximum of ``ref`` on a slice with no mask yet."""
+    runner = NetworkRunner(net, image[None], spacing, torch.device("cpu"))
+    mask = runner.segment_slice(0, [interior_click(None, ref, spacing)], [], np.zeros_like(ref))
+    return slice_dice(mask, ref)
+
+
+def largest_slice(ref: np.ndarray) -> int:
+    return int(np.argmax(ref.reshape(ref.shape[0], -1).sum(1)))
+
+
+def test_one_click_segments_a_real_validation_case(shared_data):
     net, _ = load_model()
-    case = json.loads((DATA / "splits.json").read_text())["la2018_lgemri"]["val"][0]
-    image, labels, spacing = read_case(DATA, "la2018_lgemri", case)
+    case = json.loads((shared_data / "splits.json").read_text())["la2018_lgemri"]["val"][0]
+    image, labels, spacing = read_case(shared_data, "la2018_lgemri", case)
     ref = labels == 1
-    z = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(1)))
+    z = largest_slice(ref)
     ys, xs = np.nonzero(ref[z])  # a small crop around the object keeps the test fast
     window = (slice(max(ys.min() - 30, 0), ys.max() + 30), slice(max(xs.min() - 30, 0), xs.max() + 30))
-    img, target = image[z][window], ref[z][window]
-    sp = spacing[1:]
-    runner = NetworkRunner(net, img[None], sp, torch.device("cpu"))
-    mask = runner.segment_slice(0, [interior_click(None, target, sp)], [], np.zeros_like(target))
-    assert slice_dice(mask, target) > ONE_CLICK_DICE_FLOOR
+    assert one_click_dice(net, image[z][window], ref[z][window], spacing[1:]) > ONE_CLICK_DICE_FLOOR
 
 
-def test_one_click_on_small_structures_of_whole_real_slices():
+def test_one_click_on_small_structures_of_whole_real_slices(shared_data):
     """Cardiac structures cover a few per cent of a 256-pixel short-axis slice, which the first pass
     sees shrunk to the crop: one click on each structure's largest slice (first 8 ACDC val cases)."""
-    if not (DATA / "splits.json").exists():
-        pytest.skip(f"validation data folder not found at {DATA}")
     net, _ = load_model()
     dices = []
-    for case in json.loads((DATA / "splits.json").read_text())["acdc_cine_mri"]["val"][:8]:
-        image, labels, spacing = read_case(DATA, "acdc_cine_mri", case)
+    for case in json.loads((shared_data / "splits.json").read_text())["acdc_cine_mri"]["val"][:8]:
+        image, labels, spacing = read_case(shared_data, "acdc_cine_mri", case)
         for value in (1, 2, 3):
             ref = labels == value
-            z = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(1)))
-            runner = NetworkRunner(net, image[z][None], spacing[1:], torch.device("cpu"))
-            mask = runner.segment_slice(0, [interior_click(None, ref[z], spacing[1:])], [], np.zeros_like(ref[z]))
-            dices.append(slice_dice(mask, ref[z]))
+            z = largest_slice(ref)
+            dices.append(one_click_dice(net, image[z], ref[z], spacing[1:]))
     assert np.mean(dices) > SMALL_STRUCTURES_ONE_CLICK_FLOOR
 
 

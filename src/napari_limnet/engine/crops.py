@@ -49,6 +49,13 @@ def full_roi(shape: tuple[int, int], spacing: tuple[float, float] = (1.0, 1.0)) 
     return Roi((h - rh) // 2, (w - rw) // 2, rh, rw)
 
 
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """First and last row, first and last column of a non-empty mask."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
 def roi_around(mask: np.ndarray | None, points_yx, shape: tuple[int, int],
                spacing: tuple[float, float] = (1.0, 1.0), *, expand: float = 0.4, margin: int = 8) -> Roi:
     """Window around the mask and the points, enlarged for context, snapped to a coarse grid so that
@@ -57,10 +64,9 @@ def roi_around(mask: np.ndarray | None, points_yx, shape: tuple[int, int],
     ys: list[float] = []
     xs: list[float] = []
     if mask is not None and mask.any():
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        ys += [rows[0], rows[-1]]
-        xs += [cols[0], cols[-1]]
+        r0, r1, c0, c1 = _box(mask)
+        ys += [r0, r1]
+        xs += [c0, c1]
     for y, x in np.asarray(points_yx, dtype=float).reshape(-1, 2):
         ys.append(y)
         xs.append(x)
@@ -85,9 +91,8 @@ def zoom_prior(mask: np.ndarray, roi: Roi, crop: int) -> np.ndarray:
     that size carries into the zoomed pass; there the clicks alone are the better start."""
     if max(roi.h, roi.w) <= crop or not mask.any():
         return mask
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    span = max((rows[-1] - rows[0] + 1) / roi.h, (cols[-1] - cols[0] + 1) / roi.w)
+    r0, r1, c0, c1 = _box(mask)
+    span = max((r1 - r0 + 1) / roi.h, (c1 - c0 + 1) / roi.w)
     return np.zeros_like(mask) if span < COARSE_SPAN else mask
 
 
