@@ -313,17 +313,32 @@ def test_a_negative_click_on_a_slice_without_positive_clicks_ends_the_object_the
     assert np.array_equal(session.mask, before)
 
 
-def test_a_negative_click_on_a_leak_trims_the_slice_and_keeps_the_object(ellipsoid, weights):
+@pytest.mark.parametrize("rows, cols", [((28, 36), (48, 60)), ((18, 46), (46, 64))], ids=["small", "large"])
+def test_a_negative_click_on_a_leak_trims_the_slice_and_keeps_the_object(ellipsoid, weights, rows, cols):
     """The protocol's (and a user's) usual correction: a negative click on a false-positive part of a
-    slice that does hold the object. The leak goes, the object stays on that slice and beyond."""
+    slice that does hold the object. The leak goes, the object stays on that slice and beyond, also
+    when the leak is more than a third of the slice's mask (the click is off the mask's centre)."""
     image, ref = ellipsoid
     leaked = ref.copy()
-    leaked[14, 28:36, 48:60] = True  # a leak into the background, touching the object's edge
+    leaked[14, rows[0]:rows[1], cols[0]:cols[1]] = True  # a leak into the background, touching the object's edge
     session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, initial_mask=leaked)
     session.click((14, 32, 55), positive=False)
-    assert not session.mask[14, 28:36, 52:60].any()  # the leak is gone
+    leak = leaked[14] & ~ref[14]
+    assert (session.mask[14] & leak).sum() < 0.1 * leak.sum()  # the leak is gone
     assert session.mask[14, 32, 32] and session.mask[16, 32, 32]  # the object is still there, and beyond
     assert dice(session.mask[14], ref[14]) > 0.8
+
+
+def test_trimming_a_slice_does_not_reshape_the_slices_between_it_and_the_positive_click(ellipsoid, weights):
+    """What negative clicks leave of a slice is not a shape the user drew: the good slices between it
+    and the user's positive slice are propagated again from the positive slice, not from the leftover."""
+    image, ref = ellipsoid
+    session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights)
+    before = session.click((12, 32, 32)).copy()
+    after = session.click((16, 32, 44), positive=False)  # off-centre, inside the object: a trim
+    assert after[16].any() and after[16].sum() < before[16].sum()
+    for z in (13, 14, 15):
+        assert dice(after[z], ref[z]) >= dice(before[z], ref[z]) - 0.01
 
 
 def test_a_negative_click_next_to_a_positive_one_trims_rather_than_clears(session):

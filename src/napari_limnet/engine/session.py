@@ -5,9 +5,12 @@ A session belongs to one object in one volume. Each click is a round: the clicke
 user-interacted slice as a permanent memory anchor, up to the nearest user slice that holds the object
 or, past the outermost one, ``reach`` object widths (a compact-object prior). Where rounds overlap,
 the newest wins, or with ``fusion`` the one the quality head rates best (Multi-Round Result Fusion).
-Negative clicks on a slice without positive clicks trim the slice's mask with the network; when they
-leave less than ``TRIM_KEEP`` of it, the slice holds no object and the object ends there: that is how a user
-stops a propagation that runs past the object's end.
+Negative clicks on a slice without positive clicks trim the slice's mask with the network. When the
+newest of them lies in the middle of the mask (``CENTRE_DEPTH``) and the trim would leave less than
+``TRIM_KEEP`` of it, the click says the mask is wrong as a whole: the slice holds no object and the object
+ends there. That is how a user stops a propagation that runs past the object's end. A trimmed slice that
+keeps part of the object is propagated outwards only; towards the user's slices that hold the object the
+slices are propagated again from those, as for an emptied slice.
 Rounds run one at a time; starting a round or calling ``cancel`` stops the one in progress, and a
 round that does not finish changes nothing.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from ..model import LimNet, WeightsInfo, load_model
 from .device import configure_cpu_threads, resolve_device
@@ -33,6 +37,7 @@ from .runner import REACH, NetworkRunner, object_slices_beyond, reach_in_slices
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
 TRIM_KEEP = 0.7  # share of a slice's mask that negative clicks alone must leave for the object to stay there
+CENTRE_DEPTH = 0.9  # a negative click this deep in a mask (share of its greatest depth) is on the mask as a whole
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,14 @@ def _check_volume(volume) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating) and not any(np.isfinite(s).any() for s in arr):
         raise ValueError("volume holds no finite value (all NaN or infinite)")
     return arr
+
+
+def _depth_share(mask: np.ndarray, point_yx, spacing: tuple[float, float]) -> float:
+    """How deep a point lies in a 2D mask: its distance to the mask's edge (in mm, the slice border
+    counting as edge) over the greatest such distance; 0 outside the mask."""
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1]
+    y, x = point_yx
+    return float(depth[y, x] / depth.max()) if depth.max() > 0 else 0.0
 
 
 def _check_spacing(spacing) -> tuple[float, float, float]:
@@ -276,6 +289,7 @@ class Session:
             neg = [self._oriented(c.point)[1:] for c in on_slice if not c.positive]
             current = self._omask[oz].copy()
             mask2d = self._runner.segment_slice(oz, pos, neg, current) if pos else self._trim(oz, neg, current)
+            trimmed = not pos
             anchors = self._anchors(oz, mask2d)
             entries = self._runner.anchor_entries(anchors)
         first_mask_s = time.perf_counter() - start
@@ -288,7 +302,7 @@ class Session:
         def halted() -> bool:
             return stop.is_set() or cancelled()
 
-        walks = [self._walk(oz, mask2d, step, anchors, entries, halted) for step in (1, -1)]
+        walks = [self._walk(oz, mask2d, trimmed, step, anchors, entries, halted) for step in (1, -1)]
         items = interleave(walks, walk_threads(self.device), stop)
         try:
             for z, out in items:
@@ -313,24 +327,32 @@ class Session:
 
     def _trim(self, z: int, neg: list, current: np.ndarray) -> np.ndarray:
         """A slice with negative clicks only: the network removes the clicked part of the slice's mask
-        (it never adds to it). When less than ``TRIM_KEEP`` of the mask would remain, or there was none,
-        the object is not on this slice: the slice is emptied and becomes a stop slice (see _walk)."""
+        (it never adds to it). The slice is emptied, and becomes a stop slice (see _walk), when there
+        was no mask, or when the newest click lies in the middle of the mask and less than
+        ``TRIM_KEEP`` of it would remain: a click there says the whole mask is wrong (a leak past the
+        object's end), while a click off-centre says that part is wrong (a leak beside the object,
+        which keeps the rest even when the part is large)."""
         empty = np.zeros(self._runner.slice_shape, dtype=bool)
         if not current.any():
             return empty
         trimmed = self._runner.segment_slice(z, [], neg, current) & current
-        return trimmed if trimmed.sum() >= TRIM_KEEP * current.sum() else empty
+        central = _depth_share(current, neg[-1], self._runner.spacing) >= CENTRE_DEPTH
+        return empty if central and trimmed.sum() < TRIM_KEEP * current.sum() else trimmed
 
-    def _walk(self, start: int, mask2d: np.ndarray, step: int, anchors: dict, entries: list, cancelled):
+    def _walk(self, start: int, mask2d: np.ndarray, trimmed: bool, step: int, anchors: dict, entries: list,
+              cancelled):
         """Propagation in one direction. A clicked slice left empty is a stop slice: when no
         user-interacted slice beyond it holds the object, the object ends there (every slice beyond
         is empty, with full confidence, until a later round says otherwise). Towards the object, the
         slices up to the stop slice are propagated again from the nearest user slice that holds it,
-        now with the stop slice's "no object here" in memory."""
-        if mask2d.any():
+        now with the stop slice's "no object here" in memory. A ``trimmed`` slice (negative clicks
+        only) is what is left of an earlier result, not a shape the user gave: towards a user slice
+        that holds the object, the slices are propagated again from that slice in the same way, with
+        the trimmed slice in memory, so that a leftover does not reshape the good slices in between."""
+        ahead = object_slices_beyond(anchors, start, step)
+        if mask2d.any() and not (trimmed and ahead):
             return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled,
                                           self._reach_end(start, mask2d, step, anchors))
-        ahead = object_slices_beyond(anchors, start, step)
         if ahead:
             source = min(ahead, key=lambda z: abs(z - start))
             walk = self._runner.propagate(source, anchors[source], -step, anchors, entries, cancelled)
