@@ -49,8 +49,9 @@ class Controls(QWidget):
 
         self.negative_check = QCheckBox(f"Negative clicks ({KEY_OF['toggle_negative'].upper()})")
         self.negative_check.setToolTip("Left clicks add negative prompts (right click always does). On a slice with "
-                                       "no positive click, a negative click trims the mask there; if it removes more "
-                                       "than 30 %, the slice is cleared and the object ends there")
+                                       "no positive click, a negative click trims the mask there; a click in the "
+                                       "middle of the mask that would remove more than 30 % clears the slice and "
+                                       "ends the object there")
         self.fusion_check = QCheckBox("Fuse rounds (MRF)")
         self.fusion_check.setToolTip("On: where rounds overlap, each slice keeps the round whose result the "
                                      "quality head rates best. Off (default): the newest round wins, which with "
