@@ -336,8 +336,9 @@ class Session:
         if not current.any():
             return empty
         trimmed = self._runner.segment_slice(z, [], neg, current) & current
-        central = _depth_share(current, neg[-1], self._runner.spacing) >= CENTRE_DEPTH
-        return empty if central and trimmed.sum() < TRIM_KEEP * current.sum() else trimmed
+        if trimmed.sum() >= TRIM_KEEP * current.sum():
+            return trimmed
+        return empty if _depth_share(current, neg[-1], self._runner.spacing) >= CENTRE_DEPTH else trimmed
 
     def _walk(self, start: int, mask2d: np.ndarray, trimmed: bool, step: int, anchors: dict, entries: list,
               cancelled):
