@@ -43,10 +43,16 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(pred, ref).sum()) / total
 
 
+def boundary_distance(region: np.ndarray, spacing_yx=(1.0, 1.0)) -> np.ndarray:
+    """Each pixel's distance (mm) to the boundary of a 2D region, the image border counting as boundary;
+    0 outside the region."""
+    padded = np.pad(np.asarray(region, dtype=bool), 1)
+    return ndimage.distance_transform_edt(padded, sampling=spacing_yx)[1:-1, 1:-1]
+
+
 def interior_point(region: np.ndarray, spacing_yx=(1.0, 1.0)) -> tuple[int, int]:
     """The pixel of a 2D region farthest from its boundary (first in scan order on ties)."""
-    padded = np.pad(np.asarray(region, dtype=bool), 1)
-    dist = ndimage.distance_transform_edt(padded, sampling=spacing_yx)[1:-1, 1:-1]
+    dist = boundary_distance(region, spacing_yx)
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return int(y), int(x)
 

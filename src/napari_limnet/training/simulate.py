@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..evaluation.protocol import interior_point, largest_error_region
+from ..evaluation.protocol import boundary_distance, interior_point, largest_error_region
 
 
 def interior_click(rng: np.random.Generator | None, region: np.ndarray, spacing) -> tuple[int, int]:
@@ -14,7 +14,7 @@ def interior_click(rng: np.random.Generator | None, region: np.ndarray, spacing)
     whose depth is at least a random fraction of the maximum (users do not click the exact centre)."""
     if rng is None:
         return interior_point(region, spacing)
-    dist = ndimage.distance_transform_edt(np.pad(region, 1), sampling=spacing)[1:-1, 1:-1]
+    dist = boundary_distance(region, spacing)
     floor = dist.max() * (rng.uniform(0.75, 1.0) if rng.random() < 0.5 else rng.uniform(0.2, 0.75))
     ys, xs = np.nonzero(dist >= floor)
     i = int(rng.integers(len(ys)))
