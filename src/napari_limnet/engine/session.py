@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
 from ..model import LimNet, WeightsInfo, load_model
 from .device import configure_cpu_threads, resolve_device
@@ -81,6 +80,8 @@ def _check_volume(volume) -> np.ndarray:
 def _depth_share(mask: np.ndarray, point_yx, spacing: tuple[float, float]) -> float:
     """How deep a point lies in a 2D mask: its distance to the mask's edge (in mm, the slice border
     counting as edge) over the greatest such distance; 0 outside the mask."""
+    from scipy import ndimage  # only negative-only clicks need it: 10-15 MB less for every other session
+
     depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1]
     y, x = point_yx
     return float(depth[y, x] / depth.max()) if depth.max() > 0 else 0.0
