@@ -10,7 +10,7 @@ import torch
 from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
-from napari_limnet.engine.fusion import Round, SliceMask, choose_round
+from napari_limnet.engine.fusion import NEWEST_MARGIN, Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
 from napari_limnet.engine.runner import REACH, reach_in_slices
@@ -199,8 +199,8 @@ def test_fusion_off_takes_the_newest_round(ellipsoid, weights):
 def test_choose_round_rules():
     m = SliceMask.from_full(np.ones((2, 2), bool))
     rounds = [
-        Round("click", {0: m, 1: m, 2: m}, {1: 0.8, 2: 0.2}, {0}),
-        Round("click", {0: m, 1: m, 2: m}, {0: 0.99, 1: 0.5, 2: 0.6}, {5}),
+        Round("click", {0: m, 1: m, 2: m, 6: m}, {1: 0.8, 2: 0.2, 6: 0.6 + NEWEST_MARGIN / 2}, {0}),
+        Round("click", {0: m, 1: m, 2: m, 6: m}, {0: 0.99, 1: 0.5, 2: 0.6, 6: 0.6}, {5}),
         Round("initial", {3: m}),
     ]
     never = pytest.fail  # scores are all present here except for the initial round
@@ -213,6 +213,7 @@ def test_choose_round_rules():
     assert choose_round(rounds, 2, fusion=True, score=never) == 1  # 0.6 beats 0.2
     assert choose_round(rounds, 3, fusion=True, score=lazy) == 2
     assert choose_round(rounds, 4, fusion=True, score=never) == -1
+    assert choose_round(rounds, 6, fusion=True, score=never) == 1  # rated higher, but not by the margin
     assert choose_round(rounds, 1, fusion=False, score=never) == 1
 
 

@@ -22,6 +22,7 @@ from napari_limnet.model.weights import file_sha256, shipped_weights_path
 from napari_limnet.training import TrainConfig, Trainer, load_config
 from napari_limnet.training.data import objects_of, read_case
 from napari_limnet.training.rollout import evaluate_object, summarize
+from napari_limnet.training.round_candidates import Candidates, decision_gain, head_loss, ranking_loss
 from napari_limnet.training.simulate import interior_click
 from napari_limnet.training.steps import QualityBuffer, interaction_step
 from napari_limnet.training.synthetic import synthetic_volume
@@ -166,3 +167,64 @@ def test_freeze_norm_keeps_batchnorm_statistics(tmp_path, kind, freeze):
     after = trainer.net.state_dict()
     unchanged = all(torch.equal(v, after[k]) for k, v in stats.items())
     assert unchanged == freeze
+
+
+def _candidates(dice, rounds, group):
+    n = len(dice)
+    return Candidates(torch.zeros(n, 2, 4, 4, dtype=torch.float16), torch.zeros(n),
+                      torch.tensor(dice, dtype=torch.float32), np.asarray(group), np.asarray(rounds))
+
+
+def test_replayed_fusion_prefers_the_newest_unless_an_older_round_is_rated_clearly_better():
+    # one slice, three rounds; the second round's candidate is the best, the third is the newest
+    cands = _candidates([0.5, 0.9, 0.6], [1, 2, 3], [0, 0, 0])
+    scores = np.array([0.4, 0.8, 0.6])
+    small = decision_gain(scores, cands, margin=0.05)
+    # after round 2 the newest (0.8 + margin) wins; after round 3 round 2 (0.8) beats 0.6 + 0.05
+    assert small["decisions"] == 2 and small["gain"] == pytest.approx(0.15) and small["oracle"] == pytest.approx(0.15)
+    assert small["pair_order"] == pytest.approx(1.0)
+    assert decision_gain(scores, cands, margin=0.25)["gain"] == pytest.approx(0.0)  # 0.85 > 0.8: newest stays
+    assert decision_gain(1 - scores, cands, margin=0.0)["pair_order"] == pytest.approx(0.0)
+
+
+def test_ranking_loss_penalises_only_wrongly_ordered_pairs_of_one_slice():
+    dice = torch.tensor([0.9, 0.5, 0.9, 0.5])
+    group = torch.tensor([0, 0, 1, 1])
+    right = ranking_loss(torch.tensor([0.8, 0.4, 0.8, 0.4]), dice, group)
+    wrong = ranking_loss(torch.tensor([0.4, 0.8, 0.4, 0.8]), dice, group)
+    assert float(wrong) > 5 * float(right)
+    # across slices nothing is compared: a slice-level offset changes nothing
+    shifted = ranking_loss(torch.tensor([0.8, 0.4, 0.3, -0.1]), dice, group)
+    assert float(shifted) == pytest.approx(float(right))
+
+
+@pytest.mark.slow
+def test_fusion_stage_trains_the_quality_head_on_real_rounds_and_nothing_else(tmp_path):
+    start = shipped_weights_path()
+    export = tmp_path / "fusion.pt"
+    stage = {"kind": "fusion", "steps": 30, "lr": 0.001, "batch": 8, "objects": 4, "clicks": 4}
+    config = tiny_config(tmp_path, init_weights=str(start), export_path=str(export), val_every=10,
+                         stages=[stage])
+    run_dir = Trainer(config, ROOT, log=lambda _: None).run()
+    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    vals = [e for e in events if e["event"] == "val"]
+    assert [e["step"] for e in vals] == [0, 10, 20, 30]
+    best = next(e for e in events if e["event"] == "best")
+    assert best["gain"] == max(e["gain"] for e in vals)  # never worse than the head it started from
+    before, after = load_model(start)[0], load_model(export)[0]
+    changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])}
+    assert all(k.startswith("quality.") for k in changed)
+    # the candidates are the engine's own rounds (every round after the first reached other slices),
+    # with their true Dice, and the head learns them
+    train = Candidates.from_dict(torch.load(run_dir / "rounds-0-train.pt", weights_only=True))
+    assert len(train) > 20 and set(np.unique(train.round)) <= {1, 2, 3, 4}
+    assert float(train.dice.min()) >= 0.0 and float(train.dice.max()) <= 1.0
+    opt = make_optimizer(before, config.stages[0])
+    before.quality.train()
+    first = float(head_loss(before, train))
+    for _ in range(20):
+        loss = head_loss(before, train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(head_loss(before, train)) < 0.8 * first

@@ -2,7 +2,8 @@
 
 Each round leaves a candidate mask on the slices it reached, with the quality head's predicted Dice.
 Per slice: the newest round that the user *owns* there (a click or a hand edit on that slice) wins;
-otherwise the best-scored non-empty candidate wins (ties go to the newer round). An empty candidate
+otherwise the best-scored non-empty candidate wins, the newest needing ``NEWEST_MARGIN`` less (the
+newest round followed the user's latest click; an older one must be clearly better to undo it). An empty candidate
 is never scored: the quality head predicts the Dice of a mask, and rates an empty one near 0 even
 where the object has ended, so an empty newest candidate stands and older empty ones never win. With
 fusion off, the newest candidate wins (the ablation the evaluation compares against).
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+NEWEST_MARGIN = 0.1  # an older round's candidate replaces the newest's only when rated this much higher
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[
         if rounds[i].candidates[z].empty:
             continue  # an older "no object here" never beats a newer mask
         s = rounds[i].scores[z] if z in rounds[i].scores else score(i, z)
+        if i == contenders[0]:
+            s += NEWEST_MARGIN
         if s > best_score:
             best, best_score = i, s
     return best

@@ -149,6 +149,14 @@ class Session:
     def n_slices(self) -> int:
         return self.shape[self.axis]
 
+    def propagated_candidates(self) -> dict[int, np.ndarray]:
+        """The newest round's masks on the slices it propagated to (not the user's own slices), keyed
+        by slice, shown or not: what fusion chooses between. Read by the training of the quality head."""
+        if not self._rounds:
+            return {}
+        r = self._rounds[-1]
+        return {z: c.to_full(self._runner.slice_shape) for z, c in r.candidates.items() if z not in r.owned}
+
     def slice_index(self, z: int) -> tuple:
         """Index of oriented slice z in a volume-shaped array."""
         index = [slice(None)] * 3

@@ -83,10 +83,11 @@ def iter_objects(labels: np.ndarray, min_voxels: int = 50) -> Iterator[tuple[int
             yield int(value), labels == value
 
 
-def simulate(session, ref: np.ndarray, spacing, max_clicks: int) -> dict:
+def simulate(session, ref: np.ndarray, spacing, max_clicks: int, after_click=None) -> dict:
     """Run the protocol on one object. ``dice`` always has ``max_clicks`` entries: when a result is
     perfect there is nothing left to click, so the remaining rounds keep its Dice. ``seconds`` is the
-    wall time of each click (the method's work only, not the protocol's)."""
+    wall time of each click (the method's work only, not the protocol's). ``after_click(session)``
+    runs after each click, untimed."""
     clicks, dices, seconds = [], [], []
     click = first_click(ref, spacing)
     while click is not None and len(clicks) < max_clicks:
@@ -95,6 +96,8 @@ def simulate(session, ref: np.ndarray, spacing, max_clicks: int) -> dict:
         seconds.append(time.perf_counter() - started)
         clicks.append([*click.point, click.positive])
         dices.append(dice(mask, ref))
+        if after_click is not None:
+            after_click(session)
         click = next_click(mask, ref, spacing)
     dices += dices[-1:] * (max_clicks - len(dices))
     return {"clicks": clicks, "dice": dices, "seconds": seconds}

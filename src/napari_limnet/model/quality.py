@@ -25,9 +25,16 @@ class QualityHead(nn.Module):
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """image, mask: B x 1 x S x S (any S). Returns B predicted Dice values."""
+        return self.rate(*self.inputs(image, mask))
+
+    def inputs(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The head's own view (B x 2 x size x size, and the mask's share of the crop): training on
+        many stored candidates keeps this, a quarter of the crops' size."""
         x = torch.cat([image, mask], dim=1)
         x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return x, mask.flatten(1).mean(dim=1)
+
+    def rate(self, x: torch.Tensor, area: torch.Tensor) -> torch.Tensor:
         y = self.body(x)
-        area = mask.flatten(1).mean(dim=1, keepdim=True)
-        pooled = torch.cat([y.mean(dim=(2, 3)), y.amax(dim=(2, 3)), area], dim=1)
+        pooled = torch.cat([y.mean(dim=(2, 3)), y.amax(dim=(2, 3)), area[:, None]], dim=1)
         return torch.sigmoid(self.fc(pooled)).squeeze(1)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One training stage. ``kind`` is "interaction", "memory" or "quality"; ``max_minutes`` caps the
-    wall time (0: no cap) so that a CPU run ends on time even on a busy machine."""
+    """One training stage. ``kind`` is "interaction", "memory", "quality" or "fusion" (the quality head
+    on real rounds' candidates, training/round_candidates.py); ``max_minutes`` caps the wall time
+    (0: no cap) so that a CPU run ends on time even on a busy machine."""
 
     kind: str
     steps: int
@@ -22,6 +23,8 @@ class StageConfig:
     crossing_share: float = 0.5  # memory stage: share of sequences that run off the end of the object
     max_minutes: float = 0.0
     freeze_norm: bool = False  # keep every BatchNorm's statistics fixed (fine-tuning with small batches)
+    objects: int = 0  # fusion stage: train objects whose protocol rounds are harvested
+    clicks: int = 10  # fusion stage: protocol clicks per harvested object
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,11 @@ class TrainConfig:
                 values[key] = tuple(values[key])
         config = cls(**values)
         for stage in config.stages:
-            if stage.kind not in ("interaction", "memory", "quality"):
+            if stage.kind not in ("interaction", "memory", "quality", "fusion"):
                 raise ValueError(f"unknown stage kind {stage.kind!r}")
+            if stage.kind == "fusion" and config.ranks > 1:
+                raise ValueError("a fusion stage runs in one process (its harvest is the engine's own "
+                                 "rounds): set ranks to 1")
         return config
 
     def to_dict(self) -> dict:

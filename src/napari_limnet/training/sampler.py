@@ -44,13 +44,17 @@ class Sampler:
             return self.pool[int(self.rng.integers(len(self.pool)))]
         return self.volumes[int(self.rng.integers(len(self.volumes)))]
 
+    def draw_object(self) -> tuple[Volume, int]:
+        """A volume (real or synthetic, in the configured shares) and one of its objects' labels."""
+        vol = self._volume()
+        return vol, vol.objects[int(self.rng.integers(len(vol.objects)))]
+
     def sample(self, length: int, with_anchor: bool = False, *, crossing_share: float = 0.5) -> Sample:
         """``crossing_share`` of the sequences (length > 2) run off the end of the object, so that
         propagation learns to stop."""
         rng = self.rng
         while True:
-            vol = self._volume()
-            label = vol.objects[int(rng.integers(len(vol.objects)))]
+            vol, label = self.draw_object()
             axes = vol.reslice_axes() or (0,)
             axis = int(axes[int(rng.integers(len(axes)))]) if 0 not in axes or rng.random() < 0.5 else 0
             image, labels = np.moveaxis(vol.image, axis, 0), np.moveaxis(vol.labels, axis, 0)

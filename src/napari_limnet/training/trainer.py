@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.fusion import NEWEST_MARGIN
 from ..model import LimNet, LimNetConfig, count_parameters, load_model, save_weights
 from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
 from .pack import read_pack
 from .ranks import Ranks
 from .rollout import evaluate_objects, summarize, val_objects
+from .round_candidates import Candidates, decision_gain, harvest_object, head_loss, predict
 from .sampler import Sampler
 from .steps import QualityBuffer, interaction_step, propagation_step, quality_loss
 from .synthetic import synthetic_volume
@@ -40,7 +42,7 @@ def lr_factor(progress: float, warmup: float = 0.05) -> float:
 
 
 def make_optimizer(net: LimNet, stage: StageConfig) -> torch.optim.Optimizer:
-    if stage.kind == "quality":
+    if stage.kind in ("quality", "fusion"):
         groups = [{"params": list(net.quality.parameters()), "scale": 1.0}]
     else:
         encoder = list(net.encoder.parameters())
@@ -191,6 +193,11 @@ class Trainer:
                 if state["optimizer"] is not None:
                     opt.load_state_dict(state["optimizer"])
             self._write({"event": "stage", "stage": si, "kind": stage.kind, "from_step": step})
+            if stage.kind == "fusion":  # restarts from the stage's start; its harvest is kept on disk
+                self._export(stage, stage.steps, self._fusion_stage(si, stage))
+                self._save_checkpoint(si + 1, 0, 0.0, None, None)
+                state = None
+                continue
             best_path = self.run_dir / "best_of_stage.pt"
             self.ranks.barrier()  # the lead has written best_of_stage.pt before anyone reads it
             if best is not None and best_path.exists():
@@ -240,6 +247,74 @@ class Trainer:
             state = None
         self._write({"event": "done"})
         return self.run_dir
+
+    # --- the fusion stage ------------------------------------------------------------------------
+    def _harvest(self, si: int, name: str, objects, clicks: int) -> Candidates:
+        """Round candidates of (volume, ref, spacing) objects, read back from the run folder when a
+        restarted stage has them already."""
+        path = self.run_dir / f"rounds-{si}-{name}.pt"
+        if path.exists():
+            return Candidates.from_dict(torch.load(path, weights_only=True))
+        self.net.eval()
+        parts = []
+        for i, (volume, ref, spacing) in enumerate(objects):
+            parts.append(harvest_object(self.net, volume, ref, spacing, clicks, self.device))
+            if (i + 1) % 10 == 0:
+                self._write({"event": "harvest", "set": name, "objects": i + 1,
+                             "candidates": sum(len(p) for p in parts)})
+        cands = Candidates.concat(parts)
+        torch.save(cands.to_dict(), path)
+        return cands
+
+    def _fusion_score(self, cands: Candidates) -> dict:
+        return decision_gain(predict(self.net, cands), cands, NEWEST_MARGIN)
+
+    def _fusion_stage(self, si: int, stage: StageConfig) -> dict:
+        """Harvest the rounds of ``stage.objects`` train objects and of the val objects, then train the
+        quality head on them and keep the weights whose replayed fusion choices gain most on the val
+        candidates (the stage's start included)."""
+        drawn = [self.sampler.draw_object() for _ in range(stage.objects)]
+        train = self._harvest(si, "train", [(v.image, v.labels == label, v.spacing) for v, label in drawn],
+                              stage.clicks)
+        val = self._harvest(si, "val", [(volume, ref, spacing) for _, volume, ref, spacing in self.val_set],
+                            stage.clicks)
+        by_group: dict[int, list[int]] = {}
+        for i, g in enumerate(train.group):
+            by_group.setdefault(int(g), []).append(i)
+        groups = np.array(sorted(by_group))
+        opt = make_optimizer(self.net, stage)
+        best = {"step": 0, **self._fusion_score(val)}
+        best_state = copy.deepcopy(self.net.quality.state_dict())
+        self._write({"event": "val", "stage": si, "kind": stage.kind, "step": 0, "train_candidates": len(train),
+                     **best})
+        started, order, at = time.time(), self.rng.permutation(groups), 0
+        for step in range(1, stage.steps + 1):
+            if at + stage.batch > len(order):
+                order, at = self.rng.permutation(groups), 0
+            picked = order[at:at + stage.batch]
+            at += stage.batch
+            batch = train.subset(np.concatenate([by_group[int(g)] for g in picked]))
+            for dim in (-1, -2):  # the head should not care which way the slice is turned
+                if self.rng.random() < 0.5:
+                    batch.x = batch.x.flip(dim)
+            self.net.quality.train()
+            for group in opt.param_groups:
+                group["lr"] = stage.lr * group["scale"] * lr_factor(step / stage.steps)
+            loss = head_loss(self.net, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % 10 == 0:
+                self._write({"event": "train", "stage": si, "kind": stage.kind, "step": step,
+                             "elapsed_s": round(time.time() - started, 1), "loss": round(float(loss.detach()), 4)})
+            if step % self.config.val_every == 0 or step == stage.steps:
+                score = {"step": step, **self._fusion_score(val)}
+                self._write({"event": "val", "stage": si, "kind": stage.kind, **score})
+                if score["gain"] > best["gain"]:
+                    best, best_state = score, copy.deepcopy(self.net.quality.state_dict())
+        self.net.quality.load_state_dict(best_state)
+        self._write({"event": "best", "stage": si, "kind": stage.kind, **best})
+        return {f"fusion_{k}": float(v) for k, v in best.items()}
 
     def _validate_keep_best(self, si, stage, step, best, best_state):
         summary = self.validate()

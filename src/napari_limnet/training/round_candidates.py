@@ -1,0 +1,151 @@
+"""The quality head trained on what fusion ranks: the candidates that real rounds leave on a slice.
+
+Fusion compares, on one slice, the masks of several rounds of one object. Those masks are alike, and a
+head that learnt the Dice of single masks from training steps ranked them poorly (v4's head: two
+candidates of a slice in the better order 67 % of the time, weighted by their Dice gap, on the val
+objects; an older round chosen with it lowered the slice's Dice on average). The "fusion" stage runs the
+evaluation protocol through a default Session (newest round wins, so the clicks are those of the
+shipped default) on train objects, keeps every round's propagated candidates with their true Dice, and
+trains the head on that Dice plus a ranking loss between the candidates of each slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..engine.crops import quality_inputs
+from ..engine.session import Session
+from ..evaluation.protocol import dice
+from ..evaluation.runner import simulate
+from ..model import LimNet
+from .rollout import VALIDATION_WEIGHTS
+
+RANK_MIN_GAP = 0.02  # pairs whose true Dice differ less than this carry no ranking signal
+RANK_SHARPNESS = 20.0  # scale of predicted-Dice gaps in the logistic ranking loss
+
+
+@dataclass
+class Candidates:
+    """Candidate masks in the head's own view, with their true slice Dice. ``group``: candidates of one
+    slice of one object, which fusion compares; ``round``: the round that made each (1 = first click)."""
+
+    x: torch.Tensor  # N x 2 x S x S float16
+    area: torch.Tensor  # N
+    dice: torch.Tensor  # N
+    group: np.ndarray
+    round: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.dice)
+
+    @classmethod
+    def concat(cls, parts: list[Candidates]) -> Candidates:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls(torch.zeros(0, 2, 1, 1, dtype=torch.float16), torch.zeros(0), torch.zeros(0),
+                       np.zeros(0, int), np.zeros(0, int))
+        groups, offset = [], 0
+        for p in parts:
+            groups.append(p.group + offset)
+            offset += int(p.group.max()) + 1
+        return cls(torch.cat([p.x for p in parts]), torch.cat([p.area for p in parts]),
+                   torch.cat([p.dice for p in parts]), np.concatenate(groups),
+                   np.concatenate([p.round for p in parts]))
+
+    def subset(self, index: np.ndarray) -> Candidates:
+        t = torch.from_numpy(index)
+        return Candidates(self.x[t], self.area[t], self.dice[t], self.group[index], self.round[index])
+
+    def to_dict(self) -> dict:
+        return {"x": self.x, "area": self.area, "dice": self.dice, "group": torch.from_numpy(self.group),
+                "round": torch.from_numpy(self.round)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Candidates:
+        return cls(d["x"], d["area"], d["dice"], d["group"].numpy(), d["round"].numpy())
+
+
+def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, clicks: int,
+                   device="cpu") -> Candidates:
+    """The protocol's ``clicks`` rounds on one object; every non-empty propagated candidate of every
+    round, framed as the engine frames a mask it scores."""
+    session = Session(volume, spacing, device=str(device), weights=(net, VALIDATION_WEIGHTS),
+                      threads=torch.get_num_threads())
+    crop = net.config.crop
+    xs, areas, dices, groups, rounds = [], [], [], [], []
+
+    def keep(s: Session) -> None:
+        for z, mask in s.propagated_candidates().items():
+            if not mask.any():
+                continue  # fusion never scores an empty candidate
+            image_crop, mask_crop = quality_inputs(volume[z], mask, tuple(spacing[1:]), crop)
+            x, area = net.quality.inputs(image_crop, mask_crop)
+            xs.append(x.half()), areas.append(area), dices.append(dice(mask, ref[z]))
+            groups.append(z), rounds.append(s.rounds)
+
+    with torch.no_grad():
+        simulate(session, ref, spacing, clicks, after_click=keep)
+    if not xs:
+        return Candidates.concat([])
+    return Candidates(torch.cat(xs), torch.cat(areas).float(), torch.tensor(dices, dtype=torch.float32),
+                      np.asarray(groups), np.asarray(rounds))
+
+
+def ranking_loss(scores: torch.Tensor, dice: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Logistic loss on every pair of one slice's candidates in the wrong order, weighted by how much
+    their true Dice differ (a near tie costs nothing)."""
+    gap = dice[:, None] - dice[None, :]
+    pairs = (group[:, None] == group[None, :]) & (gap > RANK_MIN_GAP)
+    if not pairs.any():
+        return scores.sum() * 0
+    margin = (scores[:, None] - scores[None, :])[pairs] * RANK_SHARPNESS
+    return (F.softplus(-margin) * gap[pairs]).sum() / gap[pairs].sum()
+
+
+def head_loss(net: LimNet, batch: Candidates) -> torch.Tensor:
+    scores = net.quality.rate(batch.x.float(), batch.area)
+    regression = F.smooth_l1_loss(scores, batch.dice, beta=0.1)
+    return regression + ranking_loss(scores, batch.dice, torch.from_numpy(batch.group))
+
+
+@torch.no_grad()
+def predict(net: LimNet, cands: Candidates, chunk: int = 2048) -> np.ndarray:
+    net.quality.eval()
+    out = [net.quality.rate(cands.x[i:i + chunk].float(), cands.area[i:i + chunk])
+           for i in range(0, len(cands), chunk)]
+    return torch.cat(out).numpy() if out else np.zeros(0)
+
+
+def decision_gain(scores: np.ndarray, cands: Candidates, margin: float) -> dict:
+    """Fusion's choices replayed offline: after each round that reached a slice, the candidate the head
+    picks among that round's and the older ones (the newest needs ``margin`` less, ties go to the
+    newer), against the newest one. gain: mean slice Dice over the newest's; oracle: the same for the
+    candidate with the best true Dice; pair_order: share of candidate pairs the head orders right,
+    weighted by their Dice gap."""
+    d = cands.dice.numpy()
+    order = np.lexsort((cands.round, cands.group))
+    g, d, s = cands.group[order], d[order], scores[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
+    ends = np.r_[starts[1:], len(g)]
+    gain = oracle = right = weight = 0.0
+    n = 0
+    for a, b in zip(starts, ends):
+        for t in range(a + 1, b):
+            rated = s[a:t + 1].copy()
+            rated[-1] += margin
+            pick = t - int(np.argmax(rated[::-1]))
+            gain += d[pick] - d[t]
+            oracle += d[a:t + 1].max() - d[t]
+            n += 1
+        gap = d[a:b, None] - d[None, a:b]
+        w = np.where(gap > 0, gap, 0.0)
+        right += float((w * (s[a:b, None] > s[None, a:b])).sum())
+        weight += float(w.sum())
+    n = max(n, 1)
+    return {"gain": float(gain / n), "oracle": float(oracle / n), "decisions": n,
+            "pair_order": right / max(weight, 1e-9),
+            "mae": float(np.abs(scores - cands.dice.numpy()).mean()) if len(cands) else 0.0}
