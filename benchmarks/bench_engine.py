@@ -47,7 +47,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(size: str, runs: int, device: str) -> dict:
+def measure(size: str, runs: int, device: str, fusion: str = "default") -> dict:
     import torch
 
     from napari_limnet import Session
@@ -61,7 +61,8 @@ def measure(size: str, runs: int, device: str) -> dict:
     gpu_peak = None
     for _ in range(runs):
         # reach=None: the tube is long, and the worst case (propagation through the whole volume) is timed
-        session = Session(volume, spacing=(1.0, 0.7, 0.7), device=device, weights=weights, reach=None)
+        options = {} if fusion == "default" else {"fusion": fusion == "on"}
+        session = Session(volume, spacing=(1.0, 0.7, 0.7), device=device, weights=weights, reach=None, **options)
         if session.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
@@ -88,7 +89,7 @@ def measure(size: str, runs: int, device: str) -> dict:
         "slices": int(statistics.median(slices)), "slices_per_s": statistics.median(slices) / statistics.median(total),
         "volume_mb": volume_mb, "peak_rss_mb": peak_rss_mb(), "rss_before_session_mb": rss_before,
         "rss_budget_mb": 2 * volume_mb + 1024, "gpu_peak_mb": gpu_peak,
-        "weights": weights[1].describe(),
+        "weights": weights[1].describe(), "fusion": session.fusion,
     }
 
 
@@ -108,16 +109,18 @@ def main() -> int:
     parser.add_argument("--sizes", nargs="+", default=list(SIZES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--fusion", choices=("default", "on", "off"), default="default",
+                        help="Multi-Round Result Fusion (the second click's rounds overlap on every slice)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child-process mode: measure one size
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.runs, args.device)))
+        print(json.dumps(measure(args.one, args.runs, args.device, args.fusion)))
         return 0
     rows = []
     for size in args.sizes:
         proc = subprocess.run([sys.executable, __file__, "--one", size, "--runs", str(args.runs), "--device",
-                               args.device], capture_output=True, text=True, check=True)
+                               args.device, "--fusion", args.fusion], capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(f"{size}: {rows[-1]['total_s']:.2f} s", file=sys.stderr)
     report = {"machine": {"platform": platform.platform(), "processor": platform.processor(),

@@ -198,9 +198,11 @@ def test_fusion_off_takes_the_newest_round(ellipsoid, weights):
 
 def test_choose_round_rules():
     m = SliceMask.from_full(np.ones((2, 2), bool))
+    n = SliceMask.from_full(np.eye(2, dtype=bool))  # another mask
     rounds = [
-        Round("click", {0: m, 1: m, 2: m, 6: m}, {1: 0.8, 2: 0.2, 6: 0.6 + NEWEST_MARGIN / 2}, {0}),
-        Round("click", {0: m, 1: m, 2: m, 6: m}, {0: 0.99, 1: 0.5, 2: 0.6, 6: 0.6}, {5}),
+        Round("click", {0: m, 1: m, 2: m, 6: m, 7: m}, {1: 0.8, 2: 0.2, 6: 0.6 + NEWEST_MARGIN / 2}, {0}),
+        Round("click", {0: n, 1: n, 2: n, 6: n, 7: SliceMask.from_full(np.ones((2, 2), bool))},
+              {0: 0.99, 1: 0.5, 2: 0.6, 6: 0.6}, {5}),
         Round("initial", {3: m}),
     ]
     never = pytest.fail  # scores are all present here except for the initial round
@@ -214,13 +216,15 @@ def test_choose_round_rules():
     assert choose_round(rounds, 3, fusion=True, score=lazy) == 2
     assert choose_round(rounds, 4, fusion=True, score=never) == -1
     assert choose_round(rounds, 6, fusion=True, score=never) == 1  # rated higher, but not by the margin
+    assert choose_round(rounds, 7, fusion=True, score=never) == 1  # the same mask twice: nothing to rate
     assert choose_round(rounds, 1, fusion=False, score=never) == 1
 
 
 def test_fusion_never_scores_an_empty_candidate():
     full, empty = SliceMask.from_full(np.ones((2, 2), bool)), SliceMask.from_full(np.zeros((2, 2), bool))
+    other = SliceMask.from_full(np.eye(2, dtype=bool))
     rounds = [Round("click", {0: full, 1: empty, 2: full}, {0: 0.1, 2: 0.9}, {5}),
-              Round("click", {0: empty, 1: full, 2: full}, {1: 0.1, 2: 0.2}, {6})]
+              Round("click", {0: empty, 1: full, 2: other}, {1: 0.1, 2: 0.2}, {6})]
     never = pytest.fail  # an empty mask must not reach the quality head
 
     assert choose_round(rounds, 0, fusion=True, score=never) == 1  # the newest round ended the object here

@@ -46,6 +46,9 @@ class SliceMask:
     def empty(self) -> bool:
         return self.data.size == 0
 
+    def same_as(self, other: SliceMask) -> bool:
+        return (self.y0, self.x0) == (other.y0, other.x0) and np.array_equal(self.data, other.data)
+
 
 @dataclass
 class Round:
@@ -73,10 +76,15 @@ def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[
         return -1
     if not fusion or len(contenders) == 1 or rounds[contenders[0]].candidates[z].empty:
         return contenders[0]  # the head rates masks, not their absence: the newest "object ended" stands
+    newest = rounds[contenders[0]].candidates[z]
+    # An older "no object here" never beats a newer mask, and an older mask identical to the newest
+    # changes nothing: the head is asked only where the choice matters (it costs a few ms a slice).
+    rivals = [i for i in contenders[1:]
+              if not rounds[i].candidates[z].empty and not rounds[i].candidates[z].same_as(newest)]
+    if not rivals:
+        return contenders[0]
     best, best_score = -1, -np.inf
-    for i in contenders:  # newest first: ties go to the newer round
-        if rounds[i].candidates[z].empty:
-            continue  # an older "no object here" never beats a newer mask
+    for i in [contenders[0], *rivals]:  # newest first: ties go to the newer round
         s = rounds[i].scores[z] if z in rounds[i].scores else score(i, z)
         if i == contenders[0]:
             s += NEWEST_MARGIN
