@@ -221,10 +221,10 @@ def test_fusion_stage_trains_the_quality_head_on_real_rounds_and_nothing_else(tm
     assert float(train.dice.min()) >= 0.0 and float(train.dice.max()) <= 1.0
     opt = make_optimizer(before, config.stages[0])
     before.quality.train()
-    first = float(head_loss(before, train))
+    first = float(head_loss(before, train).detach())
     for _ in range(20):
         loss = head_loss(before, train)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(head_loss(before, train)) < 0.8 * first
+    assert float(head_loss(before, train).detach()) < 0.8 * first
