@@ -10,7 +10,7 @@ import torch
 from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
-from napari_limnet.engine.fusion import NEWEST_MARGIN, Round, SliceMask, choose_round
+from napari_limnet.engine.fusion import NEAR_TIE, NEWEST_MARGIN, Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
 from napari_limnet.engine.runner import REACH, reach_in_slices
@@ -168,16 +168,17 @@ def test_fusion_keeps_the_better_scored_candidate_per_slice(ellipsoid, weights):
     s._score = scored
     first = s.click((12, 32, 32)).copy()
     s.click((12, 25, 25), positive=False)
-    # the clicked slice takes the newest result; where both rounds have a mask, round 1 stays (0.9 >
-    # 0.1); an empty mask is never scored: the newest round's stands, an older one never wins
+    # the clicked slice takes the newest result; where both rounds have masks that differ, round 1
+    # stays (0.9 > 0.1); an empty mask is never scored: the newest round's stands, an older one never
+    # wins; nor is a mask nearly the same as the newest (NEAR_TIE): the newest stands
     others = [z for z in range(24) if z != 12]
     one, two = s._rounds[-2], s._rounds[-1]
     both = [z for z in others if z in two.candidates and not one.candidates[z].empty and not two.candidates[z].empty]
-    assert both and np.array_equal(s.mask[both], first[both])
-    for z in set(others) - set(both):
+    differ = [z for z in both if one.candidates[z].agreement(two.candidates[z]) < NEAR_TIE]
+    assert differ and np.array_equal(s.mask[differ], first[differ])
+    for z in set(others) - set(differ):
         newest = two.candidates.get(z, one.candidates[z])
-        assert np.array_equal(s.mask[z], newest.to_full((64, 64)) if (newest.empty or one.candidates[z].empty)
-                              else first[z])
+        assert np.array_equal(s.mask[z], newest.to_full((64, 64)))
     controlled[2] = 0.95
     s.undo()
     s.click((12, 25, 25), positive=False)
@@ -218,6 +219,32 @@ def test_choose_round_rules():
     assert choose_round(rounds, 6, fusion=True, score=never) == 1  # rated higher, but not by the margin
     assert choose_round(rounds, 7, fusion=True, score=never) == 1  # the same mask twice: nothing to rate
     assert choose_round(rounds, 1, fusion=False, score=never) == 1
+
+
+def test_fusion_does_not_rate_near_identical_masks():
+    big = np.zeros((40, 40), bool)
+    big[5:35, 5:35] = True  # 900 pixels
+    nudged = big.copy()
+    nudged[35, 5:15] = True  # 10 more: Dice 0.994
+    other = big.copy()
+    other[5:15, 5:35] = False  # a third less: Dice 0.8
+    assert SliceMask.from_full(big).agreement(SliceMask.from_full(nudged)) == pytest.approx(1800 / 1810)
+    assert SliceMask.from_full(big).agreement(SliceMask.from_full(other)) == pytest.approx(1200 / 1500)
+    apart = np.zeros((40, 40), bool)
+    apart[36:39, 36:39] = True
+    assert SliceMask.from_full(big).agreement(SliceMask.from_full(apart)) == 0.0
+    rated = []
+
+    def score(i, z):
+        rated.append(i)
+        return 0.9 if i == 0 else 0.1  # the older round would win if it were rated
+
+    near = [Round("click", {0: SliceMask.from_full(big)}, {}, {5}),
+            Round("click", {0: SliceMask.from_full(nudged)}, {}, {6})]
+    assert choose_round(near, 0, fusion=True, score=score) == 1 and rated == []
+    far = [Round("click", {0: SliceMask.from_full(other)}, {}, {5}),
+           Round("click", {0: SliceMask.from_full(big)}, {}, {6})]
+    assert choose_round(far, 0, fusion=True, score=score) == 0 and sorted(rated) == [0, 1]
 
 
 def test_fusion_never_scores_an_empty_candidate():

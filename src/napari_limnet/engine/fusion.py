@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NEWEST_MARGIN = 0.1  # an older round's candidate replaces the newest's only when rated this much higher
+NEAR_TIE = 0.98  # an older mask this alike to the newest (Dice) is not rated: the head cannot rank near-ties
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,17 @@ class SliceMask:
     def empty(self) -> bool:
         return self.data.size == 0
 
-    def same_as(self, other: SliceMask) -> bool:
-        return (self.y0, self.x0) == (other.y0, other.x0) and np.array_equal(self.data, other.data)
+    def agreement(self, other: SliceMask) -> float:
+        """Dice between two non-empty masks, from their boxes' overlap only."""
+        (h, w), (oh, ow) = self.data.shape, other.data.shape
+        y0, x0 = max(self.y0, other.y0), max(self.x0, other.x0)
+        y1, x1 = min(self.y0 + h, other.y0 + oh), min(self.x0 + w, other.x0 + ow)
+        total = int(self.data.sum()) + int(other.data.sum())
+        if y1 <= y0 or x1 <= x0:
+            return 0.0
+        mine = self.data[y0 - self.y0:y1 - self.y0, x0 - self.x0:x1 - self.x0]
+        theirs = other.data[y0 - other.y0:y1 - other.y0, x0 - other.x0:x1 - other.x0]
+        return 2.0 * int(np.count_nonzero(mine & theirs)) / total
 
 
 @dataclass
@@ -77,10 +87,11 @@ def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[
     if not fusion or len(contenders) == 1 or rounds[contenders[0]].candidates[z].empty:
         return contenders[0]  # the head rates masks, not their absence: the newest "object ended" stands
     newest = rounds[contenders[0]].candidates[z]
-    # An older "no object here" never beats a newer mask, and an older mask identical to the newest
-    # changes nothing: the head is asked only where the choice matters (it costs a few ms a slice).
+    # An older "no object here" never beats a newer mask, and an older mask nearly the same as the
+    # newest is not worth a head call (a few ms a slice): the head was trained to rank candidates whose
+    # true Dice differ by 0.02 or more (training/round_candidates.py), so the newest stands.
     rivals = [i for i in contenders[1:]
-              if not rounds[i].candidates[z].empty and not rounds[i].candidates[z].same_as(newest)]
+              if not rounds[i].candidates[z].empty and rounds[i].candidates[z].agreement(newest) < NEAR_TIE]
     if not rivals:
         return contenders[0]
     best, best_score = -1, -np.inf

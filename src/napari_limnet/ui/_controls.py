@@ -56,8 +56,8 @@ class Controls(QWidget):
         self.fusion_check.setToolTip("On: where rounds overlap, each slice keeps the newest round's result "
                                      "unless the quality head rates an older one clearly better. About as "
                                      "accurate as off on the validation data (a little better after 3-5 clicks), "
-                                     "and slower when a correction re-computes many slices. Off (default): the "
-                                     "newest round wins. Applies to objects started from now on")
+                                     "and a little slower when a correction re-computes many slices. Off "
+                                     "(default): the newest round wins. Applies to objects started from now on")
         self.compact_check = QCheckBox("Compact object")
         self.compact_check.setChecked(True)
         self.compact_check.setToolTip("On: propagation stops about half the object's width past the last slice you "
