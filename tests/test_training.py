@@ -228,3 +228,9 @@ def test_fusion_stage_trains_the_quality_head_on_real_rounds_and_nothing_else(tm
         loss.backward()
         opt.step()
     assert float(head_loss(before, train).detach()) < 0.8 * first
+    # a wall-time cap ends the training steps (the rerun reads the harvest back from the run folder)
+    capped = config.replace(stages=[{**stage, "max_minutes": 1e-9}])
+    Trainer(capped, ROOT, log=lambda _: None).run(resume=False)
+    events = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    rerun = events[max(i for i, e in enumerate(events) if e["event"] == "start"):]
+    assert [e["step"] for e in rerun if e["event"] == "val"] == [0]

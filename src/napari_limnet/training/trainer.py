@@ -288,7 +288,11 @@ class Trainer:
         self._write({"event": "val", "stage": si, "kind": stage.kind, "step": 0, "train_candidates": len(train),
                      **best})
         started, order, at = time.time(), self.rng.permutation(groups), 0
+        last = stage.steps
         for step in range(1, stage.steps + 1):
+            if stage.max_minutes and time.time() - started >= stage.max_minutes * 60:
+                last = step - 1  # the cap binds the training steps; the harvest always runs to the end
+                break
             if at + stage.batch > len(order):
                 order, at = self.rng.permutation(groups), 0
             picked = order[at:at + stage.batch]
@@ -308,13 +312,19 @@ class Trainer:
                 self._write({"event": "train", "stage": si, "kind": stage.kind, "step": step,
                              "elapsed_s": round(time.time() - started, 1), "loss": round(float(loss.detach()), 4)})
             if step % self.config.val_every == 0 or step == stage.steps:
-                score = {"step": step, **self._fusion_score(val)}
-                self._write({"event": "val", "stage": si, "kind": stage.kind, **score})
-                if score["gain"] > best["gain"]:
-                    best, best_state = score, copy.deepcopy(self.net.quality.state_dict())
+                best, best_state = self._keep_better_head(si, stage, step, val, best, best_state)
+        if last < stage.steps and last % self.config.val_every:
+            best, best_state = self._keep_better_head(si, stage, last, val, best, best_state)
         self.net.quality.load_state_dict(best_state)
         self._write({"event": "best", "stage": si, "kind": stage.kind, **best})
         return {f"fusion_{k}": float(v) for k, v in best.items()}
+
+    def _keep_better_head(self, si, stage, step, val, best, best_state):
+        score = {"step": step, **self._fusion_score(val)}
+        self._write({"event": "val", "stage": si, "kind": stage.kind, **score})
+        if score["gain"] > best["gain"]:
+            return score, copy.deepcopy(self.net.quality.state_dict())
+        return best, best_state
 
     def _validate_keep_best(self, si, stage, step, best, best_state):
         summary = self.validate()
