@@ -3,10 +3,11 @@
 Each round leaves a candidate mask on the slices it reached, with the quality head's predicted Dice.
 Per slice: the newest round that the user *owns* there (a click or a hand edit on that slice) wins;
 otherwise the best-scored non-empty candidate wins, the newest needing ``NEWEST_MARGIN`` less (the
-newest round followed the user's latest click; an older one must be clearly better to undo it). An empty candidate
-is never scored: the quality head predicts the Dice of a mask, and rates an empty one near 0 even
-where the object has ended, so an empty newest candidate stands and older empty ones never win. With
-fusion off, the newest candidate wins (the ablation the evaluation compares against).
+newest round followed the user's latest click; an older one must be clearly better to undo it), and
+an older mask within ``NEAR_TIE`` of the newest is not scored at all. An empty candidate is never
+scored: the quality head predicts the Dice of a mask, and rates an empty one near 0 even where the
+object has ended, so an empty newest candidate stands and older empty ones never win. With fusion
+off, the newest candidate wins (the ablation the evaluation compares against).
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ class SliceMask:
         (h, w), (oh, ow) = self.data.shape, other.data.shape
         y0, x0 = max(self.y0, other.y0), max(self.x0, other.x0)
         y1, x1 = min(self.y0 + h, other.y0 + oh), min(self.x0 + w, other.x0 + ow)
-        total = int(self.data.sum()) + int(other.data.sum())
         if y1 <= y0 or x1 <= x0:
             return 0.0
+        total = int(self.data.sum()) + int(other.data.sum())
         mine = self.data[y0 - self.y0:y1 - self.y0, x0 - self.x0:x1 - self.x0]
         theirs = other.data[y0 - other.y0:y1 - other.y0, x0 - other.x0:x1 - other.x0]
         return 2.0 * int(np.count_nonzero(mine & theirs)) / total

@@ -4,7 +4,8 @@ A session belongs to one object in one volume. Each click is a round: the clicke
 (all clicks ever made on that slice take part), then propagation in both directions, with every
 user-interacted slice as a permanent memory anchor, up to the nearest user slice that holds the object
 or, past the outermost one, ``reach`` object widths (a compact-object prior). Where rounds overlap,
-the newest wins, or with ``fusion`` the one the quality head rates best (Multi-Round Result Fusion).
+the newest wins, or with ``fusion`` an older one that the quality head rates clearly better
+(Multi-Round Result Fusion, engine/fusion.py).
 Negative clicks on a slice without positive clicks trim the slice's mask with the network. When the
 newest of them lies in the middle of the mask (``CENTRE_DEPTH``) and the trim would leave less than
 ``TRIM_KEEP`` of it, the click says the mask is wrong as a whole: the slice holds no object and the object
