@@ -151,12 +151,14 @@ class Session:
         return self.shape[self.axis]
 
     def propagated_candidates(self) -> dict[int, np.ndarray]:
-        """The newest round's masks on the slices it propagated to (not the user's own slices), keyed
-        by slice, shown or not: what fusion chooses between. Read by the training of the quality head."""
+        """The newest round's non-empty masks on the slices it propagated to (not the user's own
+        slices), keyed by slice, shown or not: the candidates fusion scores (it never scores an empty
+        one). Read by the training of the quality head."""
         if not self._rounds:
             return {}
         r = self._rounds[-1]
-        return {z: c.to_full(self._runner.slice_shape) for z, c in r.candidates.items() if z not in r.owned}
+        return {z: c.to_full(self._runner.slice_shape) for z, c in r.candidates.items()
+                if z not in r.owned and not c.empty}
 
     def slice_index(self, z: int) -> tuple:
         """Index of oriented slice z in a volume-shaped array."""

@@ -80,8 +80,6 @@ def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, cl
 
     def keep(s: Session) -> None:
         for z, mask in s.propagated_candidates().items():
-            if not mask.any():
-                continue  # fusion never scores an empty candidate
             image_crop, mask_crop = quality_inputs(volume[z], mask, tuple(spacing[1:]), crop)
             x, area = net.quality.inputs(image_crop, mask_crop)
             xs.append(x.half()), areas.append(area), dices.append(dice(mask, ref[z]))

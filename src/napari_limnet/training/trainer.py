@@ -283,10 +283,7 @@ class Trainer:
             by_group.setdefault(int(g), []).append(i)
         groups = np.array(sorted(by_group))
         opt = make_optimizer(self.net, stage)
-        best = {"step": 0, **self._fusion_score(val)}
-        best_state = copy.deepcopy(self.net.quality.state_dict())
-        self._write({"event": "val", "stage": si, "kind": stage.kind, "step": 0, "train_candidates": len(train),
-                     **best})
+        best, best_state = self._keep_better_head(si, stage, 0, val, None, None, train_candidates=len(train))
         started, order, at = time.time(), self.rng.permutation(groups), 0
         last = stage.steps
         for step in range(1, stage.steps + 1):
@@ -319,10 +316,10 @@ class Trainer:
         self._write({"event": "best", "stage": si, "kind": stage.kind, **best})
         return {f"fusion_{k}": float(v) for k, v in best.items()}
 
-    def _keep_better_head(self, si, stage, step, val, best, best_state):
+    def _keep_better_head(self, si, stage, step, val, best, best_state, **logged):
         score = {"step": step, **self._fusion_score(val)}
-        self._write({"event": "val", "stage": si, "kind": stage.kind, **score})
-        if score["gain"] > best["gain"]:
+        self._write({"event": "val", "stage": si, "kind": stage.kind, **logged, **score})
+        if best is None or score["gain"] > best["gain"]:
             return score, copy.deepcopy(self.net.quality.state_dict())
         return best, best_state
 
