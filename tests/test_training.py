@@ -185,6 +185,13 @@ def test_replayed_fusion_prefers_the_newest_unless_an_older_round_is_rated_clear
     assert small["pair_order"] == pytest.approx(1.0)
     assert decision_gain(scores, cands, margin=0.25)["gain"] == pytest.approx(0.0)  # 0.85 > 0.8: newest stays
     assert decision_gain(1 - scores, cands, margin=0.0)["pair_order"] == pytest.approx(0.0)
+    # as in the engine, an older mask nearly the same as the newest (NEAR_TIE) is not rated: round 2 cannot win
+    cands.ties = np.array([[1, 2]])
+    assert decision_gain(scores, cands, margin=0.05)["gain"] == pytest.approx(0.0)
+    # the tie follows its candidates through concat and subset (which renumber them)
+    both = Candidates.concat([_candidates([0.7], [1], [0]), cands])
+    assert both.ties.tolist() == [[2, 3]] and both.subset(np.array([2, 3])).ties.tolist() == [[0, 1]]
+    assert len(both.subset(np.array([0, 1, 3])).ties) == 0
 
 
 def test_ranking_loss_penalises_only_wrongly_ordered_pairs_of_one_slice():
@@ -219,6 +226,10 @@ def test_fusion_stage_trains_the_quality_head_on_real_rounds_and_nothing_else(tm
     train = Candidates.from_dict(torch.load(run_dir / "rounds-0-train.pt", weights_only=True))
     assert len(train) > 20 and set(np.unique(train.round)) <= {1, 2, 3, 4}
     assert float(train.dice.min()) >= 0.0 and float(train.dice.max()) <= 1.0
+    # near-identical masks are recorded as ties of one slice, the older candidate first
+    assert len(train.ties) > 0
+    older, newer = train.ties.T
+    assert (train.group[older] == train.group[newer]).all() and (train.round[older] < train.round[newer]).all()
     opt = make_optimizer(before, config.stages[0])
     before.quality.train()
     first = float(head_loss(before, train).detach())

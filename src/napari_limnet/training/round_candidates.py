@@ -11,13 +11,14 @@ trains the head on that Dice plus a ranking loss between the candidates of each 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from ..engine.crops import quality_inputs
+from ..engine.fusion import NEAR_TIE, SliceMask
 from ..engine.session import Session
 from ..evaluation.protocol import dice
 from ..evaluation.runner import simulate
@@ -31,13 +32,16 @@ RANK_SHARPNESS = 20.0  # scale of predicted-Dice gaps in the logistic ranking lo
 @dataclass
 class Candidates:
     """Candidate masks in the head's own view, with their true slice Dice. ``group``: candidates of one
-    slice of one object, which fusion compares; ``round``: the round that made each (1 = first click)."""
+    slice of one object, which fusion compares; ``round``: the round that made each (1 = first click);
+    ``ties``: (older, newer) index pairs of one slice whose masks agree at ``NEAR_TIE`` or more, which
+    fusion does not compare."""
 
     x: torch.Tensor  # N x 2 x S x S float16
     area: torch.Tensor  # N
     dice: torch.Tensor  # N
     group: np.ndarray
     round: np.ndarray
+    ties: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.dice)
@@ -48,25 +52,32 @@ class Candidates:
         if not parts:
             return cls(torch.zeros(0, 2, 1, 1, dtype=torch.float16), torch.zeros(0), torch.zeros(0),
                        np.zeros(0, int), np.zeros(0, int))
-        groups, offset = [], 0
+        groups, ties, group_offset, offset = [], [], 0, 0
         for p in parts:
-            groups.append(p.group + offset)
-            offset += int(p.group.max()) + 1
+            groups.append(p.group + group_offset)
+            ties.append(p.ties + offset)
+            group_offset += int(p.group.max()) + 1
+            offset += len(p)
         return cls(torch.cat([p.x for p in parts]), torch.cat([p.area for p in parts]),
                    torch.cat([p.dice for p in parts]), np.concatenate(groups),
-                   np.concatenate([p.round for p in parts]))
+                   np.concatenate([p.round for p in parts]), np.concatenate(ties))
 
     def subset(self, index: np.ndarray) -> Candidates:
         t = torch.from_numpy(index)
-        return Candidates(self.x[t], self.area[t], self.dice[t], self.group[index], self.round[index])
+        where = np.full(len(self), -1)
+        where[index] = np.arange(len(index))
+        ties = where[self.ties]
+        return Candidates(self.x[t], self.area[t], self.dice[t], self.group[index], self.round[index],
+                          ties[(ties >= 0).all(axis=1)])
 
     def to_dict(self) -> dict:
         return {"x": self.x, "area": self.area, "dice": self.dice, "group": torch.from_numpy(self.group),
-                "round": torch.from_numpy(self.round)}
+                "round": torch.from_numpy(self.round), "ties": torch.from_numpy(self.ties)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidates:
-        return cls(d["x"], d["area"], d["dice"], d["group"].numpy(), d["round"].numpy())
+        ties = d["ties"].numpy() if "ties" in d else np.zeros((0, 2), dtype=np.int64)
+        return cls(d["x"], d["area"], d["dice"], d["group"].numpy(), d["round"].numpy(), ties)
 
 
 def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, clicks: int,
@@ -76,12 +87,16 @@ def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, cl
     session = Session(volume, spacing, device=str(device), weights=(net, VALIDATION_WEIGHTS),
                       threads=torch.get_num_threads())
     crop = net.config.crop
-    xs, areas, dices, groups, rounds = [], [], [], [], []
+    xs, areas, dices, groups, rounds, ties = [], [], [], [], [], []
+    earlier: dict[int, list[tuple[int, SliceMask]]] = {}  # per slice: (index, mask) of older candidates
 
     def keep(s: Session) -> None:
         for z, mask in s.propagated_candidates().items():
             image_crop, mask_crop = quality_inputs(volume[z], mask, tuple(spacing[1:]), crop)
             x, area = net.quality.inputs(image_crop, mask_crop)
+            box, n = SliceMask.from_full(mask), len(dices)
+            ties.extend((i, n) for i, older in earlier.get(z, []) if older.agreement(box) >= NEAR_TIE)
+            earlier.setdefault(z, []).append((n, box))
             xs.append(x.half()), areas.append(area), dices.append(dice(mask, ref[z]))
             groups.append(z), rounds.append(s.rounds)
 
@@ -90,7 +105,7 @@ def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, cl
     if not xs:
         return Candidates.concat([])
     return Candidates(torch.cat(xs), torch.cat(areas).float(), torch.tensor(dices, dtype=torch.float32),
-                      np.asarray(groups), np.asarray(rounds))
+                      np.asarray(groups), np.asarray(rounds), np.asarray(ties, dtype=np.int64).reshape(-1, 2))
 
 
 def ranking_loss(scores: torch.Tensor, dice: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
@@ -119,14 +134,16 @@ def predict(net: LimNet, cands: Candidates, chunk: int = 2048) -> np.ndarray:
 
 
 def decision_gain(scores: np.ndarray, cands: Candidates, margin: float) -> dict:
-    """Fusion's choices replayed offline: after each round that reached a slice, the candidate the head
-    picks among that round's and the older ones (the newest needs ``margin`` less, ties go to the
-    newer), against the newest one. gain: mean slice Dice over the newest's; oracle: the same for the
-    candidate with the best true Dice; pair_order: share of candidate pairs the head orders right,
-    weighted by their Dice gap."""
+    """Fusion's choices replayed offline, by the engine's rule (``engine.fusion.choose_round``): after
+    each round that reached a slice, the candidate the head picks among that round's and the older ones
+    not tied with it (the newest needs ``margin`` less, equal ratings go to the newer), against the
+    newest one. gain: mean slice Dice over the newest's; oracle: the same for the candidate with the
+    best true Dice; pair_order: share of candidate pairs the head orders right, weighted by their Dice
+    gap."""
     d = cands.dice.numpy()
     order = np.lexsort((cands.round, cands.group))
     g, d, s = cands.group[order], d[order], scores[order]
+    tied = set(map(tuple, cands.ties.tolist()))
     starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
     ends = np.r_[starts[1:], len(g)]
     gain = oracle = right = weight = 0.0
@@ -135,6 +152,7 @@ def decision_gain(scores: np.ndarray, cands: Candidates, margin: float) -> dict:
         for t in range(a + 1, b):
             rated = s[a:t + 1].copy()
             rated[-1] += margin
+            rated[:-1][[(int(i), int(order[t])) in tied for i in order[a:t]]] = -np.inf
             pick = t - int(np.argmax(rated[::-1]))
             gain += d[pick] - d[t]
             oracle += d[a:t + 1].max() - d[t]
