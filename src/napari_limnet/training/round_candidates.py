@@ -29,6 +29,10 @@ RANK_MIN_GAP = 0.02  # pairs whose true Dice differ less than this carry no rank
 RANK_SHARPNESS = 20.0  # scale of predicted-Dice gaps in the logistic ranking loss
 
 
+def _no_ties() -> np.ndarray:
+    return np.zeros((0, 2), dtype=np.int64)
+
+
 @dataclass
 class Candidates:
     """Candidate masks in the head's own view, with their true slice Dice. ``group``: candidates of one
@@ -41,7 +45,7 @@ class Candidates:
     dice: torch.Tensor  # N
     group: np.ndarray
     round: np.ndarray
-    ties: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    ties: np.ndarray = field(default_factory=_no_ties)
 
     def __len__(self) -> int:
         return len(self.dice)
@@ -76,7 +80,7 @@ class Candidates:
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidates:
-        ties = d["ties"].numpy() if "ties" in d else np.zeros((0, 2), dtype=np.int64)
+        ties = d["ties"].numpy() if "ties" in d else _no_ties()
         return cls(d["x"], d["area"], d["dice"], d["group"].numpy(), d["round"].numpy(), ties)
 
 
