@@ -23,6 +23,7 @@ from napari_limnet.training import TrainConfig, Trainer, load_config
 from napari_limnet.training.data import objects_of, read_case
 from napari_limnet.training.rollout import evaluate_object, summarize
 from napari_limnet.training.round_candidates import Candidates, decision_gain, head_loss, ranking_loss
+from napari_limnet.training.sampler import Sampler
 from napari_limnet.training.simulate import interior_click
 from napari_limnet.training.steps import QualityBuffer, interaction_step
 from napari_limnet.training.synthetic import synthetic_volume
@@ -96,6 +97,24 @@ def test_synthetic_generator_makes_labelled_objects():
             assert inside.size >= 50
         counts.append(len(vol.objects))
     assert min(counts) >= 1 and max(counts) >= 3
+
+
+@pytest.mark.parametrize("share, side", [(0.5, 40), (0.1, 200), (0.05, 256)])
+def test_object_share_frames_the_object_at_the_drawn_share_of_the_window(share, side):
+    """The window (partial field of view) keeps the whole object, its side is the object's extent over
+    the share, and it never reaches past the slice."""
+    img = np.random.default_rng(0).random((2, 256, 256), dtype=np.float32)
+    msk = np.zeros((2, 256, 256), bool)
+    msk[:, 100:120, 30:50] = True  # 20 x 20 pixels, near the left edge
+    sampler = Sampler([], np.random.default_rng(1), synthetic_share=1.0, pool_size=0, min_voxels=50,
+                      field_of_view_share=1.0, object_share=(share, share))
+    for _ in range(5):
+        cut_img, cut_msk = sampler._field_of_view(img, msk)
+        assert cut_msk.shape == cut_img.shape == (2, side, side)
+        assert cut_msk[0].sum() == msk[0].sum()
+        ys, xs = np.nonzero(cut_msk[0])
+        y0, x0 = 100 - ys.min(), 30 - xs.min()  # where the window starts in the slice
+        np.testing.assert_array_equal(cut_img, img[:, y0:y0 + side, x0:x0 + side])
 
 
 def test_shipped_weights_load_and_match_model_card():

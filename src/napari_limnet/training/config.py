@@ -38,6 +38,8 @@ class TrainConfig:
     max_cases_per_source: int = 0  # 0: all train cases
     synthetic_share: float = 0.5  # probability that a sample comes from the synthetic generator
     synthetic_pool: int = 64  # synthetic volumes held in memory; one is replaced every step
+    field_of_view_share: float = 0.3  # samples shown through only part of the slice around the object
+    object_share: tuple[float, float] | None = None  # their object extent / window side (None: sides uniform)
     min_object_voxels: int = 50
     max_clicks: int = 5  # interaction: up to this many simulated rounds before the trained one
     threads: int = 2
@@ -62,8 +64,8 @@ class TrainConfig:
         values["stages"] = tuple(
             StageConfig(**{**s, "seq_len": tuple(s.get("seq_len", (2, 6)))}) for s in values.get("stages", ())
         )
-        for key in ("sources",):
-            if key in values:
+        for key in ("sources", "object_share"):
+            if values.get(key) is not None:
                 values[key] = tuple(values[key])
         config = cls(**values)
         for stage in config.stages:

@@ -24,9 +24,12 @@ class Sample:
 
 class Sampler:
     def __init__(self, volumes: list[Volume], rng: np.random.Generator, *, synthetic_share: float,
-                 pool_size: int, min_voxels: int) -> None:
+                 pool_size: int, min_voxels: int, field_of_view_share: float = 0.3,
+                 object_share: tuple[float, float] | None = None) -> None:
         self.volumes = volumes
         self.rng = rng
+        self.field_of_view_share = field_of_view_share
+        self.object_share = object_share
         self.synthetic_share = synthetic_share if volumes else 1.0
         self.min_voxels = min_voxels
         count = pool_size if self.synthetic_share else 0
@@ -85,14 +88,25 @@ class Sampler:
             return Sample(augment.intensity(rng, img), msk, spacing, anchor)
 
     def _field_of_view(self, img: np.ndarray, msk: np.ndarray):
-        """Sometimes show only part of the slice around the object (changes the full-slice zoom)."""
-        if self.rng.random() > 0.3:
+        """Sometimes show only part of the slice around the object: the first click's window is the
+        whole slice, and the network must read the object's size from its edges, not from how much of
+        the window it fills. With ``object_share`` the window's side is the object's larger extent
+        divided by a share drawn log-uniformly from that range (as far as the slice allows); without
+        it, each side is drawn uniformly between the object's extent and the slice's."""
+        if self.rng.random() >= self.field_of_view_share:
             return img, msk
         h, w = msk.shape[1:]
         ys, xs = np.nonzero(msk[0])
+        side = None
+        if self.object_share:
+            lo, hi = np.log(self.object_share)
+            side = (max(np.ptp(ys), np.ptp(xs)) + 1) / np.exp(self.rng.uniform(lo, hi))
         out = []
         for lo, hi, size in ((ys.min(), ys.max(), h), (xs.min(), xs.max(), w)):
-            extent = int(self.rng.integers(min(size, hi - lo + 16), size + 1))
+            if side is None:
+                extent = int(self.rng.integers(min(size, hi - lo + 16), size + 1))
+            else:
+                extent = int(np.clip(round(side), min(size, hi - lo + 1), size))
             start = int(self.rng.integers(max(0, hi + 1 - extent), min(lo, size - extent) + 1))
             out.append(slice(start, start + extent))
         return img[:, out[0], out[1]], msk[:, out[0], out[1]]

@@ -89,7 +89,9 @@ class Trainer:
             val_vols = [v for v in (synthetic_volume(vrng) for _ in range(config.val_objects)) if v.objects]
         self.val_set = val_objects(val_vols, config.val_objects, np.random.default_rng(config.seed + 2))
         self.sampler = Sampler(train_volumes, self.rng, synthetic_share=config.synthetic_share,
-                               pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels)
+                               pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels,
+                               field_of_view_share=config.field_of_view_share,
+                               object_share=config.object_share)
         self._write({"event": "start", "device": str(self.device), "parameters": count_parameters(self.net),
                      "ranks": self.ranks.world, "train_volumes": len(train_volumes),
                      "val_objects": len(self.val_set),
