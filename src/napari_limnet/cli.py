@@ -44,8 +44,8 @@ def _add_segment_parser(sub) -> None:
     p.add_argument("--weights", default=None, help="a LIM-Net weight file (default: the shipped weights)")
     p.add_argument("--fusion", action="store_true",
                    help="fuse rounds by the quality head's predicted Dice (multi-round fusion) instead of letting "
-                        "the newest round win; about as accurate on the validation data, a little slower on long "
-                        "rounds")
+                        "the newest round win; a little more accurate in the first ten clicks on the validation data, "
+                        "a little less after, and a little slower on long rounds")
     p.add_argument("--no-reach", action="store_true",
                    help="let propagation run past half the object's width beyond the clicked slice "
                         "(for long, tube-like structures)")
