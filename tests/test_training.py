@@ -45,6 +45,9 @@ def test_configs_parse():
         config, base = load_config(ROOT / "configs" / name)
         assert config.stages and base == ROOT
         assert {s.kind for s in config.stages} == {"interaction", "memory", "quality"}
+    for path in sorted((ROOT / "configs").glob("*.json")):  # every recipe the docs name must still load
+        config, _ = load_config(path)
+        assert config.stages, path.name
 
 
 def test_short_training_lowers_loss(tmp_path):
