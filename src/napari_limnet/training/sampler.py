@@ -99,8 +99,8 @@ class Sampler:
         ys, xs = np.nonzero(msk[0])
         side = None
         if self.object_share:
-            lo, hi = np.log(self.object_share)
-            side = (max(np.ptp(ys), np.ptp(xs)) + 1) / np.exp(self.rng.uniform(lo, hi))
+            share = np.exp(self.rng.uniform(*np.log(self.object_share)))
+            side = (max(np.ptp(ys), np.ptp(xs)) + 1) / share
         out = []
         for lo, hi, size in ((ys.min(), ys.max(), h), (xs.min(), xs.max(), w)):
             if side is None:
