@@ -19,8 +19,8 @@ from napari_limnet.evaluation.protocol import dice as slice_dice
 from napari_limnet.evaluation.runner import simulate
 from napari_limnet.model import load_model
 from napari_limnet.model.weights import file_sha256, shipped_weights_path
-from napari_limnet.training import TrainConfig, Trainer, load_config
-from napari_limnet.training.data import objects_of, read_case
+from napari_limnet.training import TrainConfig, Trainer, augment, load_config
+from napari_limnet.training.data import Volume, objects_of, read_case
 from napari_limnet.training.rollout import evaluate_object, summarize
 from napari_limnet.training.round_candidates import Candidates, decision_gain, head_loss, ranking_loss
 from napari_limnet.training.sampler import Sampler
@@ -118,6 +118,32 @@ def test_object_share_frames_the_object_at_the_drawn_share_of_the_window(share, 
         ys, xs = np.nonzero(cut_msk[0])
         y0, x0 = 100 - ys.min(), 30 - xs.min()  # where the window starts in the slice
         np.testing.assert_array_equal(cut_img, img[:, y0:y0 + side, x0:x0 + side])
+
+
+def test_thick_slice_sequences_skip_evenly_within_the_gap(monkeypatch):
+    """With ``thick_slices`` a propagation sequence takes every k-th slice, k from 2 to what fits in
+    the gap at the volume's slice spacing; pairs (interaction samples) and coarse volumes keep k = 1."""
+    monkeypatch.setattr(augment, "geometry", lambda rng, img, msk, spacing: (img, msk, spacing))
+    monkeypatch.setattr(augment, "intensity", lambda rng, img: img)
+    labels = np.zeros((80, 24, 24), np.uint8)
+    labels[10:70, 6:18, 6:18] = 1
+    image = np.broadcast_to(np.arange(80, dtype=np.uint8)[:, None, None], labels.shape).copy()
+    fine = Volume("fine", image, labels, (1.6, 1.0, 1.0), (1,))  # never resliced: slices along axis 0
+    sampler = Sampler([fine], np.random.default_rng(3), synthetic_share=0.0, pool_size=0, min_voxels=50,
+                      field_of_view_share=0.0, thick_slices=(1.0, 8.0))
+    strides = set()
+    for _ in range(40):
+        s = sampler.sample(6)
+        index = np.rint(s.image[:, 0, 0] * 255).astype(int)
+        steps = set(np.diff(index).tolist())
+        assert len(steps) == 1 and s.mask[0].any()
+        strides.add(abs(steps.pop()))
+    assert strides == {2, 3, 4, 5}  # 8 mm / 1.6 mm
+    assert {abs(int(np.diff(np.rint(sampler.sample(2).image[:, 0, 0] * 255))[0])) for _ in range(10)} == {1}
+    coarse = Sampler([Volume("coarse", image, labels, (4.5, 1.0, 1.0), (1,))], np.random.default_rng(3),
+                     synthetic_share=0.0, pool_size=0, min_voxels=50, field_of_view_share=0.0,
+                     thick_slices=(1.0, 8.0))
+    assert {abs(int(d)) for _ in range(10) for d in np.diff(np.rint(coarse.sample(6).image[:, 0, 0] * 255))} == {1}
 
 
 def test_shipped_weights_load_and_match_model_card():

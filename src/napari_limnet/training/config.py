@@ -40,6 +40,8 @@ class TrainConfig:
     synthetic_pool: int = 64  # synthetic volumes held in memory; one is replaced every step
     field_of_view_share: float = 0.3  # samples shown through only part of the slice around the object
     object_share: tuple[float, float] | None = None  # their object extent / window side (None: sides uniform)
+    thick_slice_share: float = 0.0  # propagation sequences that skip slices, as a thick-slice scan would
+    max_slice_gap: float = 6.0  # mm: how far apart those sequences' slices may be
     min_object_voxels: int = 50
     max_clicks: int = 5  # interaction: up to this many simulated rounds before the trained one
     threads: int = 2
