@@ -14,7 +14,7 @@ from napari_limnet.evaluation.baselines import RandomWalkerSession, coarse_shape
 from napari_limnet.evaluation.cli import main as eval_main
 from napari_limnet.evaluation.protocol import dice
 from napari_limnet.evaluation.report import ALL, markdown_table, summary_rows
-from napari_limnet.evaluation.runner import simulate
+from napari_limnet.evaluation.runner import simulate, thin_slices
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -204,6 +204,23 @@ def test_eval_command_end_to_end(synthetic_data, tmp_path):
     summary = (out / "summary.md").read_text()
     assert "| toy | random-walker | 1 |" in summary and "| toy:2 | limnet |" in summary
     assert (out / "dice_vs_clicks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_slice_gap_evaluates_every_kth_slice_at_the_wider_spacing(synthetic_data, tmp_path):
+    """``--slice-gap`` sees a 2 mm volume as a 4 mm one: every 2nd slice, spacing doubled; a gap at
+    or below the slice spacing changes nothing."""
+    volume, ref = _sphere_volume((10, 32, 32), 4.5)
+    image, labels, spacing = thin_slices(volume, ref, (2.0, 1.0, 1.0), 4.0)
+    assert np.array_equal(image, volume[::2]) and np.array_equal(labels, ref[::2]) and spacing == (4.0, 1.0, 1.0)
+    assert thin_slices(volume, ref, (2.0, 1.0, 1.0), 1.0)[2] == (2.0, 1.0, 1.0)
+    out = tmp_path / "gap"
+    code = eval_main([str(synthetic_data), "--split", "val", "--slice-gap", "4", "--max-clicks", "1",
+                      "--methods", "random-walker", "--out", str(out), "--quiet"])
+    assert code == 0
+    (record,) = [json.loads(line) for line in (out / "objects.jsonl").read_text().splitlines()]
+    assert record["voxels"] == int(ref[::2].sum()) and record["clicks"][0][0] < 5
+    assert "every slice nearest 4 mm apart" in (out / "summary.md").read_text()
+    assert eval_main([str(synthetic_data), "--slice-gap", "0", "--out", str(out)]) == 2
 
 
 def test_eval_command_reports_bad_input(tmp_path, capsys):

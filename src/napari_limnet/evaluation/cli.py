@@ -29,6 +29,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-clicks", type=int, default=20, help="clicks per object (default 20, the NoC cap)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="first N cases of each source only")
     p.add_argument("--min-voxels", type=int, default=50, help="skip smaller objects (default 50)")
+    p.add_argument("--slice-gap", type=float, default=None, metavar="MM",
+                   help="keep every k-th slice, k the slice spacing nearest MM: thin-slice data seen as a "
+                        "thick-slice scan (only where the files' slice spacing is true)")
     p.add_argument("--seed", type=int, default=0, help="seed set before every object (default 0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the network methods run (default auto)")
@@ -61,6 +64,8 @@ def run_eval(args: argparse.Namespace) -> int:
     methods = _split_list(args.methods)
     if not methods:
         raise ValueError("--methods is empty")
+    if args.slice_gap is not None and not args.slice_gap > 0:
+        raise ValueError(f"--slice-gap must be a positive number of mm, got {args.slice_gap}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
     cases = find_cases(args.data, split=args.split, splits_file=args.splits,
@@ -70,12 +75,14 @@ def run_eval(args: argparse.Namespace) -> int:
     context = MethodContext(args.device, args.weights)
     started = time.perf_counter()
     records = evaluate(cases, methods, out / "objects.jsonl", context=context, max_clicks=args.max_clicks,
-                       min_voxels=args.min_voxels, seed=args.seed, progress=not args.quiet)
+                       min_voxels=args.min_voxels, seed=args.seed, slice_gap=args.slice_gap,
+                       progress=not args.quiet)
     elapsed = time.perf_counter() - started
     if not records:
         raise ValueError(f"no objects of at least {args.min_voxels} voxels in the selected cases")
     notes = [f"data: {args.data}" + (f", split {args.split}" if args.split else "")
-             + (f", first {args.limit} case(s) per source" if args.limit else ""),
+             + (f", first {args.limit} case(s) per source" if args.limit else "")
+             + (f", every slice nearest {args.slice_gap:g} mm apart" if args.slice_gap else ""),
              f"{len(cases)} cases, methods {', '.join(methods)}, {args.max_clicks} clicks per object, "
              f"seed {args.seed}, {elapsed:.0f} s in all", context.describe()]
     text = render_markdown(records, notes)
