@@ -121,7 +121,7 @@ def test_object_share_frames_the_object_at_the_drawn_share_of_the_window(share, 
 
 
 def test_thick_slice_sequences_skip_evenly_within_the_gap(monkeypatch):
-    """With ``thick_slices`` a propagation sequence takes every k-th slice, k from 2 to what fits in
+    """With ``thick_slice_share`` a propagation sequence takes every k-th slice, k from 2 to what fits in
     the gap at the volume's slice spacing; pairs (interaction samples) and coarse volumes keep k = 1."""
     monkeypatch.setattr(augment, "geometry", lambda rng, img, msk, spacing: (img, msk, spacing))
     monkeypatch.setattr(augment, "intensity", lambda rng, img: img)
@@ -130,7 +130,7 @@ def test_thick_slice_sequences_skip_evenly_within_the_gap(monkeypatch):
     image = np.broadcast_to(np.arange(80, dtype=np.uint8)[:, None, None], labels.shape).copy()
     fine = Volume("fine", image, labels, (1.6, 1.0, 1.0), (1,))  # never resliced: slices along axis 0
     sampler = Sampler([fine], np.random.default_rng(3), synthetic_share=0.0, pool_size=0, min_voxels=50,
-                      field_of_view_share=0.0, thick_slices=(1.0, 8.0))
+                      field_of_view_share=0.0, thick_slice_share=1.0, max_slice_gap=8.0)
     strides = set()
     for _ in range(40):
         s = sampler.sample(6)
@@ -142,7 +142,7 @@ def test_thick_slice_sequences_skip_evenly_within_the_gap(monkeypatch):
     assert {abs(int(np.diff(np.rint(sampler.sample(2).image[:, 0, 0] * 255))[0])) for _ in range(10)} == {1}
     coarse = Sampler([Volume("coarse", image, labels, (4.5, 1.0, 1.0), (1,))], np.random.default_rng(3),
                      synthetic_share=0.0, pool_size=0, min_voxels=50, field_of_view_share=0.0,
-                     thick_slices=(1.0, 8.0))
+                     thick_slice_share=1.0, max_slice_gap=8.0)
     assert {abs(int(d)) for _ in range(10) for d in np.diff(np.rint(coarse.sample(6).image[:, 0, 0] * 255))} == {1}
 
 

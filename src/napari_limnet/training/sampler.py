@@ -26,10 +26,11 @@ class Sample:
 class Sampler:
     def __init__(self, volumes: list[Volume], rng: np.random.Generator, *, synthetic_share: float,
                  pool_size: int, min_voxels: int, field_of_view_share: float = 0.3,
-                 object_share: tuple[float, float] | None = None,
-                 thick_slices: tuple[float, float] = (0.0, 6.0)) -> None:
+                 object_share: tuple[float, float] | None = None, thick_slice_share: float = 0.0,
+                 max_slice_gap: float = 6.0) -> None:
         self.volumes = volumes
-        self.thick_slice_share, self.max_slice_gap = thick_slices
+        self.thick_slice_share = thick_slice_share
+        self.max_slice_gap = max_slice_gap
         self.rng = rng
         self.field_of_view_share = field_of_view_share
         self.object_share = object_share
