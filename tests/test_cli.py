@@ -84,5 +84,5 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
     text = capsys.readouterr().out
-    for option in ("--click", "--out", "--axis", "--label", "--device", "--weights", "--fusion", "--no-reach"):
+    for option in ("--click", "--out", "--axis", "--label", "--device", "--weights", "--no-fusion", "--no-reach"):
         assert option in text

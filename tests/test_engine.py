@@ -10,7 +10,8 @@ import torch
 from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
-from napari_limnet.engine.fusion import NEAR_TIE, NEWEST_MARGIN, Round, SliceMask, choose_round
+from napari_limnet.engine import fusion
+from napari_limnet.engine.fusion import NEWEST_MARGIN, Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
 from napari_limnet.engine.runner import REACH, reach_in_slices
@@ -157,8 +158,9 @@ def test_initial_mask_is_the_starting_point(ellipsoid, weights):
     assert not s.undo()
 
 
-def test_fusion_keeps_the_better_scored_candidate_per_slice(ellipsoid, weights):
+def test_fusion_keeps_the_better_scored_of_equally_near_rounds(ellipsoid, weights, monkeypatch):
     image, _ = ellipsoid
+    monkeypatch.setattr(fusion, "NEAR_TIE", 1.01)  # rate every pair of differing masks, however alike
     s = Session(image, weights=weights, fusion=True)
     controlled = {1: 0.9, 2: 0.1}  # the quality head's predicted Dice of every slice, per round
 
@@ -166,25 +168,29 @@ def test_fusion_keeps_the_better_scored_candidate_per_slice(ellipsoid, weights):
         return controlled[1 if r is s._rounds[0] else 2]
 
     s._score = scored
-    first = s.click((12, 32, 32)).copy()
-    s.click((12, 25, 25), positive=False)
-    # the clicked slice takes the newest result; where both rounds have masks that differ, round 1
-    # stays (0.9 > 0.1); an empty mask is never scored: the newest round's stands, an older one never
-    # wins; nor is a mask nearly the same as the newest (NEAR_TIE): the newest stands
-    others = [z for z in range(24) if z != 12]
-    one, two = s._rounds[-2], s._rounds[-1]
-    both = [z for z in others if z in two.candidates and not one.candidates[z].empty and not two.candidates[z].empty]
-    differ = [z for z in both if one.candidates[z].agreement(two.candidates[z]) < NEAR_TIE]
-    assert differ and np.array_equal(s.mask[differ], first[differ])
-    for z in set(others) - set(differ):
-        newest = two.candidates.get(z, one.candidates[z])
-        assert np.array_equal(s.mask[z], newest.to_full((64, 64)))
+    s.click((8, 32, 32))
+    s.click((16, 32, 32))
+    one, two = s._rounds
+
+    def shown(r, z):
+        return np.array_equal(s.mask[z], r.candidates[z].to_full((64, 64)))
+
+    differ = [z for z in range(9, 16) if not np.array_equal(one.candidates[z].data, two.candidates[z].data)]
+    assert 12 in differ
+    # slice 12 lies 4 slices from both clicked slices: the better-rated round wins (0.9 > 0.1 + margin);
+    # nearer to one of them, that one's round stands, whatever the ratings
+    assert shown(one, 12) and all(shown(one, z) for z in (9, 10, 11)) and all(shown(two, z) for z in (13, 14, 15))
     controlled[2] = 0.95
     s.undo()
-    s.click((12, 25, 25), positive=False)
-    second_round = s._rounds[-1]
-    for z in others:
-        assert np.array_equal(s.mask[z], second_round.candidates[z].to_full((64, 64)))
+    s.click((16, 32, 32))
+    one, two = s._rounds
+    assert shown(two, 12) and all(shown(one, z) for z in (9, 10, 11))
+    # a later click on the same slice as the second: its round replaces the second's, unrated
+    controlled[3] = 0.0
+    s._score = lambda r, z: controlled[1 if r is s._rounds[0] else 2 if r is s._rounds[1] else 3]
+    s.click((16, 30, 30))
+    three = s._rounds[-1]
+    assert all(shown(three, z) for z in (13, 14, 15) if z in three.candidates)
 
 
 def test_fusion_off_takes_the_newest_round(ellipsoid, weights):
@@ -219,6 +225,51 @@ def test_choose_round_rules():
     assert choose_round(rounds, 6, fusion=True, score=never) == 1  # rated higher, but not by the margin
     assert choose_round(rounds, 7, fusion=True, score=never) == 1  # the same mask twice: nothing to rate
     assert choose_round(rounds, 1, fusion=False, score=never) == 1
+
+
+def test_fusion_prefers_the_candidate_propagated_from_the_nearest_user_slice():
+    m = SliceMask.from_full(np.ones((2, 2), bool))
+    n = SliceMask.from_full(np.eye(2, dtype=bool))
+    empty = SliceMask.from_full(np.zeros((2, 2), bool))
+    first = Round("click", {0: m, 2: m, 5: m, 8: m, 9: m}, {5: 0.9}, {0}, {0: 0, 2: 0, 5: 0, 8: 0, 9: 0})
+    second = Round("click", {2: n, 5: n, 8: n, 9: empty, 10: n}, {5: 0.5}, {10},
+                   {2: 10, 5: 10, 8: 10, 9: 10, 10: 10})
+    third = Round("click", {2: n, 5: empty, 9: n}, {}, {0}, {2: 0, 5: 0, 9: 0})
+    never = pytest.fail  # the head compares only candidates propagated from equally near slices
+    rounds = [first, second]
+    assert choose_round(rounds, 2, fusion=True, score=never) == 0  # 2 slices from slice 0, 8 from slice 10
+    assert choose_round(rounds, 8, fusion=True, score=never) == 1
+    assert choose_round(rounds, 5, fusion=True, score=never) == 0  # as near: rated 0.9 against 0.5 + margin
+    assert choose_round(rounds, 2, fusion=False, score=never) == 1  # fusion off: the newest
+    # an older "no object here" is never preferred to the newest mask, however near its seed
+    assert choose_round([second, Round("click", {9: m}, {}, {30}, {9: 30})], 9, fusion=True, score=never) == 1
+    # a newest "no object here" stands against an as near older mask: it is not rated
+    assert choose_round([first, third], 5, fusion=True, score=never) == 1
+    # two rounds propagated from the same user slice: the newer started from the user's newer mask there
+    assert choose_round([first, third], 2, fusion=True, score=never) == 1
+    # a candidate without a seed (an initial mask) is farther than any propagated one
+    assert choose_round([Round("initial", {2: n}), first], 2, fusion=True, score=never) == 1
+    assert Round("initial", {2: n}).seed_distance(2) == np.inf
+
+
+def test_a_round_records_the_user_slice_each_candidate_was_propagated_from(ellipsoid, weights):
+    image, ref = ellipsoid
+    s = Session(image, weights=weights, fusion=True)
+    s.click((12, 32, 32))
+    s.click((6, 32, 32))  # a second user slice below the first
+    one, two = s._rounds
+    assert set(one.seeds.values()) == {12} and one.seed_distance(3) == 9
+    # the walk from slice 6 stops at slice 12, which holds the object; below it goes on
+    assert set(two.seeds.values()) == {6} and max(two.candidates) == 11
+    differ = [z for z in range(7, 12) if not np.array_equal(one.candidates[z].to_full((64, 64)),
+                                                            two.candidates[z].to_full((64, 64)))]
+    # slices 10 and 11 are nearer to slice 12 and keep the first round's masks; 7 and 8 take the second's;
+    # slice 9 is as near to both: the quality head decides between them
+    for z in differ:
+        if z != 9:
+            kept = one if z > 9 else two
+            assert np.array_equal(s.mask[z], kept.candidates[z].to_full((64, 64)))
+    assert {10, 11} & set(differ) or {7, 8} & set(differ)  # the rule had something to decide
 
 
 def test_fusion_does_not_rate_near_identical_masks():

@@ -197,7 +197,7 @@ def test_validation_measures_what_the_evaluation_measures(ellipsoid):
     image, ref = ellipsoid
     model = load_model()
     row = evaluate_object(model[0], image, ref, (1.0, 1.0, 1.0))
-    session = METHODS["limnet-no-mrf"](image, (1.0, 1.0, 1.0), MethodContext(device="cpu"))
+    session = METHODS["limnet"](image, (1.0, 1.0, 1.0), MethodContext(device="cpu"))
     session_dices = simulate(session, ref, (1.0, 1.0, 1.0), 5)["dice"]
     assert [row[f"dice3d@{k}"] for k in (1, 3, 5)] == [session_dices[k - 1] for k in (1, 3, 5)]
     assert summarize([("synthetic", row)])["score"] == pytest.approx(np.mean(session_dices[0:5:2]))
@@ -240,6 +240,23 @@ def test_replayed_fusion_prefers_the_newest_unless_an_older_round_is_rated_clear
     both = Candidates.concat([_candidates([0.7], [1], [0]), cands])
     assert both.ties.tolist() == [[2, 3]] and both.subset(np.array([2, 3])).ties.tolist() == [[0, 1]]
     assert len(both.subset(np.array([0, 1, 3])).ties) == 0
+
+
+def test_replayed_fusion_prefers_the_candidate_from_the_nearest_user_slice():
+    # one slice, three rounds: the first and third propagated from 1 slice away, the second from 3
+    cands = _candidates([0.5, 0.9, 0.6], [1, 2, 3], [0, 0, 0])
+    cands.distance = np.array([1, 3, 1])
+    # after round 2 the first round's candidate is preferred, unrated; after round 3 the third is,
+    # and only the first, as near, may replace it: rated 0.4 against 0.6 + margin, it does not
+    same = decision_gain(np.array([0.4, 0.99, 0.6]), cands, margin=0.05)
+    assert same["decisions"] == 2 and same["gain"] == pytest.approx(0.0)
+    assert same["oracle"] == pytest.approx((0.4 + 0.3) / 2)
+    # rated 0.9 against 0.6 + margin the first round replaces the third: 0.5 instead of 0.6
+    assert decision_gain(np.array([0.9, 0.99, 0.6]), cands, margin=0.05)["gain"] == pytest.approx(-0.1 / 2)
+    # the distances follow their candidates through concat, subset and the saved form
+    both = Candidates.concat([_candidates([0.7], [1], [0]), cands])
+    assert both.distance.tolist() == [0, 1, 3, 1] and both.subset(np.array([0, 2])).distance.tolist() == [0, 3]
+    assert Candidates.from_dict(both.to_dict()).distance.tolist() == [0, 1, 3, 1]
 
 
 def test_ranking_loss_penalises_only_wrongly_ordered_pairs_of_one_slice():

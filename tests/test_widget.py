@@ -215,13 +215,13 @@ def test_errors_are_reported_and_the_widget_stays_usable(small, qtbot, monkeypat
     assert widget.annotator.objects[1].session.rounds == 1
 
 
-def test_fusion_can_be_switched_on_for_new_objects(small, qtbot):
+def test_fusion_can_be_switched_off_for_new_objects(small, qtbot):
     widget, reference = small
-    assert not widget.fusion_check.isChecked()
-    widget.fusion_check.setChecked(True)
+    assert widget.fusion_check.isChecked()
+    widget.fusion_check.setChecked(False)
     napari_click(widget, interior_point(reference))
     wait_idle(qtbot, widget)
-    assert widget.annotator.objects[1].session.fusion is True
+    assert widget.annotator.objects[1].session.fusion is False
     assert object_mask(widget, 1)[interior_point(reference)]
 
 

@@ -27,8 +27,8 @@ def _add_segment_parser(sub) -> None:
     p = sub.add_parser(
         "segment", help="segment one object from clicks and save the mask",
         description="Segment one object in a 3D scan from clicks on its slices. Each --click is one round "
-                    "(2D mask on the clicked slice, propagation through the volume, the newest round winning "
-                    "where rounds overlap unless --fusion), "
+                    "(2D mask on the clicked slice, propagation through the volume; where rounds overlap, "
+                    "each slice keeps the result propagated from the nearest clicked slice unless --no-fusion), "
                     "in the order given. The mask is written with the image's geometry (NIfTI affine kept).",
     )
     p.add_argument("image", help="input scan: .nii, .nii.gz, .tif or .tiff")
@@ -42,10 +42,9 @@ def _add_segment_parser(sub) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the network runs: auto uses CUDA when present (default auto)")
     p.add_argument("--weights", default=None, help="a LIM-Net weight file (default: the shipped weights)")
-    p.add_argument("--fusion", action="store_true",
-                   help="fuse rounds by the quality head's predicted Dice (multi-round fusion) instead of letting "
-                        "the newest round win; a little more accurate in the first ten clicks on the validation data, "
-                        "a little less after, and a little slower on long rounds")
+    p.add_argument("--no-fusion", action="store_true",
+                   help="let the newest round win on every slice it reached, instead of multi-round fusion "
+                        "(each slice from the nearest clicked slice)")
     p.add_argument("--no-reach", action="store_true",
                    help="let propagation run past half the object's width beyond the clicked slice "
                         "(for long, tube-like structures)")
@@ -63,7 +62,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise ValueError(f"--label must be between 1 and 255, got {args.label}")
     volume = read_volume(args.image)
     session = Session(volume.data, spacing=volume.spacing, axis=args.axis, device=args.device,
-                      weights=args.weights, fusion=args.fusion, reach=None if args.no_reach else REACH)
+                      weights=args.weights, fusion=not args.no_fusion, reach=None if args.no_reach else REACH)
     print(f"weights: {session.weights.describe()}; device: {session.device}", file=sys.stderr)
     for point, positive in args.click:
         bar = tqdm(total=session.n_slices, unit="slice", disable=args.quiet, file=sys.stderr,

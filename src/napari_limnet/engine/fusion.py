@@ -1,13 +1,16 @@
 """Multi-Round Result Fusion: which round's mask a slice shows. Pure bookkeeping, no network.
 
-Each round leaves a candidate mask on the slices it reached, with the quality head's predicted Dice.
-Per slice: the newest round that the user *owns* there (a click or a hand edit on that slice) wins;
-otherwise the best-scored non-empty candidate wins, the newest needing ``NEWEST_MARGIN`` less (the
-newest round followed the user's latest click; an older one must be clearly better to undo it), and
-an older mask within ``NEAR_TIE`` of the newest is not scored at all. An empty candidate is never
-scored: the quality head predicts the Dice of a mask, and rates an empty one near 0 even where the
-object has ended, so an empty newest candidate stands and older empty ones never win. With fusion
-off, the newest candidate wins (the ablation the evaluation compares against).
+Each round leaves a candidate mask on the slices it reached, each propagated from one of the user's
+slices (its seed), with the quality head's predicted Dice. Per slice: the newest round that the user
+*owns* there (a click or a hand edit on that slice) wins; otherwise the candidate propagated from the
+nearest seed is preferred (fewer propagation steps carry less drift: a correction on slice 80 does not
+replace slice 20's mask that came from a click on slice 21), the newest among equally near ones; an
+older empty candidate is never preferred to the newest (its "no object here" may be a propagation
+limit that a later click went past). Candidates from seeds as near as the preferred one's compete by
+the quality head's rating, the preferred needing ``NEWEST_MARGIN`` less, and an older mask within
+``NEAR_TIE`` of the preferred is not scored at all. An empty candidate is never scored: the quality
+head predicts the Dice of a mask, and rates an empty one near 0 even where the object has ended. With
+fusion off, the newest candidate wins (the ablation the evaluation compares against).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NEWEST_MARGIN = 0.1  # an older round's candidate replaces the newest's only when rated this much higher
-NEAR_TIE = 0.98  # an older mask this alike to the newest (Dice) is not rated: the head cannot rank near-ties
+NEWEST_MARGIN = 0.1  # another round's candidate replaces the preferred one only when rated this much higher
+NEAR_TIE = 0.98  # a mask this alike to the preferred one (Dice) is not rated: the head cannot rank near-ties
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,18 @@ class Round:
     candidates: dict[int, SliceMask] = field(default_factory=dict)
     scores: dict[int, float] = field(default_factory=dict)
     owned: set[int] = field(default_factory=set)
+    seeds: dict[int, int] = field(default_factory=dict)  # slice -> the user slice its walk started from
+
+    def seed_distance(self, z: int) -> float:
+        """Slices between slice z and the user slice its candidate was propagated from (inf: unknown,
+        as for an initial mask)."""
+        return abs(z - self.seeds[z]) if z in self.seeds else np.inf
 
 
 def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[int, int], float]) -> int:
     """Index of the round whose candidate slice ``z`` shows, or -1 if no round reached it.
-    ``score(round_index, z)`` supplies a missing score on demand: only slices that several rounds
-    compete for are ever scored."""
+    ``score(round_index, z)`` supplies a missing score on demand: only slices that several equally
+    near rounds compete for are ever scored."""
     contenders = []
     for i in range(len(rounds) - 1, -1, -1):
         r = rounds[i]
@@ -85,20 +94,28 @@ def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[
         contenders.append(i)
     if not contenders:
         return -1
-    if not fusion or len(contenders) == 1 or rounds[contenders[0]].candidates[z].empty:
-        return contenders[0]  # the head rates masks, not their absence: the newest "object ended" stands
-    newest = rounds[contenders[0]].candidates[z]
-    # An older "no object here" never beats a newer mask, and an older mask nearly the same as the
-    # newest is not worth a head call (a few ms a slice): the head was trained to rank candidates whose
-    # true Dice differ by 0.02 or more (training/round_candidates.py), so the newest stands.
-    rivals = [i for i in contenders[1:]
-              if not rounds[i].candidates[z].empty and rounds[i].candidates[z].agreement(newest) < NEAR_TIE]
-    if not rivals:
+    if not fusion or len(contenders) == 1:
         return contenders[0]
+    newest = contenders[0]
+    # nearest seed first, newer first among equals (sorted() keeps the newest-first order of ties)
+    by_distance = sorted(contenders, key=lambda i: rounds[i].seed_distance(z))
+    preferred = next(i for i in by_distance if i == newest or not rounds[i].candidates[z].empty)
+    chosen = rounds[preferred].candidates[z]
+    if chosen.empty:
+        return preferred  # the head rates masks, not their absence: the newest "object ended" stands
+    # An older "no object here" never beats a mask, nor does a mask from a farther seed, and a mask
+    # nearly the same as the preferred one is not worth a head call (a few ms a slice): the head was
+    # trained to rank candidates whose true Dice differ by 0.02 or more (training/round_candidates.py).
+    near, seed = rounds[preferred].seed_distance(z), rounds[preferred].seeds.get(z)
+    rivals = [i for i in contenders if i != preferred and rounds[i].seed_distance(z) == near
+              and (seed is None or rounds[i].seeds.get(z) != seed)
+              and not rounds[i].candidates[z].empty and rounds[i].candidates[z].agreement(chosen) < NEAR_TIE]
+    if not rivals:
+        return preferred
     best, best_score = -1, -np.inf
-    for i in [contenders[0], *rivals]:  # newest first: ties go to the newer round
+    for i in [preferred, *rivals]:  # the preferred first, then newest first: ties go to them
         s = rounds[i].scores[z] if z in rounds[i].scores else score(i, z)
-        if i == contenders[0]:
+        if i == preferred:
             s += NEWEST_MARGIN
         if s > best_score:
             best, best_score = i, s

@@ -4,8 +4,9 @@ A session belongs to one object in one volume. Each click is a round: the clicke
 (all clicks ever made on that slice take part), then propagation in both directions, with every
 user-interacted slice as a permanent memory anchor, up to the nearest user slice that holds the object
 or, past the outermost one, ``reach`` object widths (a compact-object prior). Where rounds overlap,
-the newest wins, or with ``fusion`` an older one that the quality head rates clearly better
-(Multi-Round Result Fusion, engine/fusion.py).
+the newest wins, or with ``fusion`` (Multi-Round Result Fusion, engine/fusion.py) the one propagated
+from the nearest user slice, or among equally near ones an older one that the quality head rates
+clearly better.
 Negative clicks on a slice without positive clicks trim the slice's mask with the network. When the
 newest of them lies in the middle of the mask (``CENTRE_DEPTH``) and the trim would leave less than
 ``TRIM_KEEP`` of it, the click says the mask is wrong as a whole: the slice holds no object and the object
@@ -100,7 +101,7 @@ class Session:
 
     def __init__(self, volume, spacing=(1.0, 1.0, 1.0), axis: int = 0, device: str = "auto", *,
                  weights: str | Path | tuple[LimNet, WeightsInfo] | None = None,
-                 initial_mask: np.ndarray | None = None, fusion: bool = False, reach: float | None = REACH,
+                 initial_mask: np.ndarray | None = None, fusion: bool = True, reach: float | None = REACH,
                  threads: int | None = None) -> None:
         self.volume = _check_volume(volume)
         if axis not in (0, 1, 2):
@@ -150,14 +151,15 @@ class Session:
     def n_slices(self) -> int:
         return self.shape[self.axis]
 
-    def propagated_candidates(self) -> dict[int, np.ndarray]:
+    def propagated_candidates(self) -> dict[int, tuple[np.ndarray, int]]:
         """The newest round's non-empty masks on the slices it propagated to (not the user's own
-        slices), keyed by slice, shown or not: the candidates fusion scores (it never scores an empty
-        one). Read by the training of the quality head."""
+        slices), keyed by slice, shown or not, each with its distance in slices to the user slice it
+        was propagated from: the candidates fusion scores (it never scores an empty one). Read by the
+        training of the quality head."""
         if not self._rounds:
             return {}
         r = self._rounds[-1]
-        return {z: c.to_full(self._runner.slice_shape) for z, c in r.candidates.items()
+        return {z: (c.to_full(self._runner.slice_shape), int(r.seed_distance(z))) for z, c in r.candidates.items()
                 if z not in r.owned and not c.empty}
 
     def slice_index(self, z: int) -> tuple:
@@ -305,7 +307,7 @@ class Session:
             anchors = self._anchors(oz, mask2d)
             entries = self._runner.anchor_entries(anchors)
         first_mask_s = time.perf_counter() - start
-        new = Round("click", {oz: SliceMask.from_full(mask2d)}, {}, {oz})
+        new = Round("click", {oz: SliceMask.from_full(mask2d)}, {}, {oz}, {oz: oz})
         done = 1
         yield RoundUpdate("slice", self.slice_index(oz), mask2d, done, total)
         trial = self._rounds + [new]
@@ -317,11 +319,12 @@ class Session:
         walks = [self._walk(oz, mask2d, trimmed, step, anchors, entries, halted) for step in (1, -1)]
         items = interleave(walks, walk_threads(self.device), stop)
         try:
-            for z, out in items:
+            for z, out, seed in items:
                 with self._lock:
                     if cancelled():
                         return
                     new.candidates[z] = SliceMask.from_full(out)  # scored only if fusion needs it
+                    new.seeds[z] = seed
                     fused = self._fused(trial, z)
                     changes = fused.any() or self._omask[z].any()
                 done += 1
@@ -361,18 +364,20 @@ class Session:
         now with the stop slice's "no object here" in memory. A ``trimmed`` slice (negative clicks
         only) is what is left of an earlier result, not a shape the user gave: towards a user slice
         that holds the object, the slices are propagated again from that slice in the same way, with
-        the trimmed slice in memory, so that a leftover does not reshape the good slices in between."""
+        the trimmed slice in memory, so that a leftover does not reshape the good slices in between.
+        Yields (slice, mask, seed): the seed is the user slice the walk started from (for fusion)."""
         ahead = object_slices_beyond(anchors, start, step)
         if mask2d.any() and not (trimmed and ahead):
-            return self._runner.propagate(start, mask2d, step, anchors, entries, cancelled,
+            walk = self._runner.propagate(start, mask2d, step, anchors, entries, cancelled,
                                           self._reach_end(start, mask2d, step, anchors))
+            return ((z, out, start) for z, out in walk)
         if ahead:
             source = min(ahead, key=lambda z: abs(z - start))
             walk = self._runner.propagate(source, anchors[source], -step, anchors, entries, cancelled)
-            return takewhile(lambda item: (item[0] - start) * step > 0, walk)
+            return ((z, out, source) for z, out in takewhile(lambda item: (item[0] - start) * step > 0, walk))
         empty = np.zeros(self._runner.slice_shape, dtype=bool)
         end = self.n_slices if step > 0 else -1
-        return ((z, empty) for z in range(start + step, end, step) if z not in anchors)
+        return ((z, empty, start) for z in range(start + step, end, step) if z not in anchors)
 
     def _reach_end(self, start: int, mask2d: np.ndarray, step: int, anchors: dict) -> int | None:
         """The last slice a walk from the user's slice may fill: ``reach`` object widths past it, when

@@ -26,7 +26,7 @@ def interaction_inputs(image: np.ndarray, roi: Roi, pos, neg, prev: np.ndarray, 
 
 def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, device="cpu") -> dict:
     """2D: the interaction module alone on the largest cross-section, Dice after 1, 3 and 5 clicks.
-    3D: the evaluation protocol itself (the same clicks, a default Session, newest round wins), Dice
+    3D: the evaluation protocol itself (the same clicks, a default Session, with fusion), Dice
     after 1, 3 and 5 clicks: the product's figure, which the 2D and one-click figures do not predict
     (a stage can raise both and still lose Dice at later clicks). quality_mae: error of the predicted
     Dice on the 2D masks and on every slice of the final 3D result that holds the object or the mask."""

@@ -4,9 +4,10 @@ Fusion compares, on one slice, the masks of several rounds of one object. Those 
 head that learnt the Dice of single masks from training steps ranked them poorly (v4's head: two
 candidates of a slice in the better order 67 % of the time, weighted by their Dice gap, on the val
 objects; an older round chosen with it lowered the slice's Dice on average). The "fusion" stage runs the
-evaluation protocol through a default Session (newest round wins, so the clicks are those of the
-shipped default) on train objects, keeps every round's propagated candidates with their true Dice, and
-trains the head on that Dice plus a ranking loss between the candidates of each slice.
+evaluation protocol through a default Session (so the clicks are those of the shipped default) on
+train objects, keeps every round's propagated candidates with their true Dice and their distance to
+the user slice they came from, and trains the head on that Dice plus a ranking loss between the
+candidates of each slice.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Candidates:
     """Candidate masks in the head's own view, with their true slice Dice. ``group``: candidates of one
     slice of one object, which fusion compares; ``round``: the round that made each (1 = first click);
     ``ties``: (older, newer) index pairs of one slice whose masks agree at ``NEAR_TIE`` or more, which
-    fusion does not compare."""
+    fusion does not compare; ``distance``: slices from each candidate to the user slice it was
+    propagated from (fusion compares only the equally near; None: all equally near)."""
 
     x: torch.Tensor  # N x 2 x S x S float16
     area: torch.Tensor  # N
@@ -46,6 +48,11 @@ class Candidates:
     group: np.ndarray
     round: np.ndarray
     ties: np.ndarray = field(default_factory=_no_ties)
+    distance: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.distance is None:
+            self.distance = np.zeros(len(self.dice), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.dice)
@@ -64,7 +71,8 @@ class Candidates:
             offset += len(p)
         return cls(torch.cat([p.x for p in parts]), torch.cat([p.area for p in parts]),
                    torch.cat([p.dice for p in parts]), np.concatenate(groups),
-                   np.concatenate([p.round for p in parts]), np.concatenate(ties))
+                   np.concatenate([p.round for p in parts]), np.concatenate(ties),
+                   np.concatenate([p.distance for p in parts]))
 
     def subset(self, index: np.ndarray) -> Candidates:
         t = torch.from_numpy(index)
@@ -72,16 +80,18 @@ class Candidates:
         where[index] = np.arange(len(index))
         ties = where[self.ties]
         return Candidates(self.x[t], self.area[t], self.dice[t], self.group[index], self.round[index],
-                          ties[(ties >= 0).all(axis=1)])
+                          ties[(ties >= 0).all(axis=1)], self.distance[index])
 
     def to_dict(self) -> dict:
         return {"x": self.x, "area": self.area, "dice": self.dice, "group": torch.from_numpy(self.group),
-                "round": torch.from_numpy(self.round), "ties": torch.from_numpy(self.ties)}
+                "round": torch.from_numpy(self.round), "ties": torch.from_numpy(self.ties),
+                "distance": torch.from_numpy(self.distance)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidates:
         ties = d["ties"].numpy() if "ties" in d else _no_ties()
-        return cls(d["x"], d["area"], d["dice"], d["group"].numpy(), d["round"].numpy(), ties)
+        distance = d["distance"].numpy() if "distance" in d else None
+        return cls(d["x"], d["area"], d["dice"], d["group"].numpy(), d["round"].numpy(), ties, distance)
 
 
 def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, clicks: int,
@@ -91,25 +101,26 @@ def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, cl
     session = Session(volume, spacing, device=str(device), weights=(net, VALIDATION_WEIGHTS),
                       threads=torch.get_num_threads())
     crop = net.config.crop
-    xs, areas, dices, groups, rounds, ties = [], [], [], [], [], []
+    xs, areas, dices, groups, rounds, ties, distances = [], [], [], [], [], [], []
     earlier: dict[int, list[tuple[int, SliceMask]]] = {}  # per slice: (index, mask) of older candidates
 
     def keep(s: Session) -> None:
-        for z, mask in s.propagated_candidates().items():
+        for z, (mask, distance) in s.propagated_candidates().items():
             image_crop, mask_crop = quality_inputs(volume[z], mask, tuple(spacing[1:]), crop)
             x, area = net.quality.inputs(image_crop, mask_crop)
             box, n = SliceMask.from_full(mask), len(dices)
             ties.extend((i, n) for i, older in earlier.get(z, []) if older.agreement(box) >= NEAR_TIE)
             earlier.setdefault(z, []).append((n, box))
             xs.append(x.half()), areas.append(area), dices.append(dice(mask, ref[z]))
-            groups.append(z), rounds.append(s.rounds)
+            groups.append(z), rounds.append(s.rounds), distances.append(distance)
 
     with torch.no_grad():
         simulate(session, ref, spacing, clicks, after_click=keep)
     if not xs:
         return Candidates.concat([])
     return Candidates(torch.cat(xs), torch.cat(areas).float(), torch.tensor(dices, dtype=torch.float32),
-                      np.asarray(groups), np.asarray(rounds), np.asarray(ties, dtype=np.int64).reshape(-1, 2))
+                      np.asarray(groups), np.asarray(rounds), np.asarray(ties, dtype=np.int64).reshape(-1, 2),
+                      np.asarray(distances, dtype=np.int64))
 
 
 def ranking_loss(scores: torch.Tensor, dice: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
@@ -139,27 +150,30 @@ def predict(net: LimNet, cands: Candidates, chunk: int = 2048) -> np.ndarray:
 
 def decision_gain(scores: np.ndarray, cands: Candidates, margin: float) -> dict:
     """Fusion's choices replayed offline, by the engine's rule (``engine.fusion.choose_round``): after
-    each round that reached a slice, the candidate the head picks among that round's and the older ones
-    not tied with it (the newest needs ``margin`` less, equal ratings go to the newer), against the
-    newest one. gain: mean slice Dice over the newest's; oracle: the same for the candidate with the
-    best true Dice; pair_order: share of candidate pairs the head orders right, weighted by their Dice
-    gap."""
+    each round that reached a slice, the candidate the head picks among that round's and the older
+    ones: the preferred one (nearest to its user slice, the newest of those) and the equally near ones
+    not tied with it (the preferred needs ``margin`` less, equal ratings go to it, then to the newer),
+    against the preferred one. gain: mean slice Dice over the preferred one's; oracle: the same for
+    the candidate with the best true Dice; pair_order: share of candidate pairs the head orders right,
+    weighted by their Dice gap."""
     d = cands.dice.numpy()
     order = np.lexsort((cands.round, cands.group))
-    g, d, s = cands.group[order], d[order], scores[order]
-    tied = set(map(tuple, cands.ties.tolist()))
+    g, d, s, near = cands.group[order], d[order], scores[order], cands.distance[order]
+    tied = {tuple(sorted(pair)) for pair in cands.ties.tolist()}
     starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
     ends = np.r_[starts[1:], len(g)]
     gain = oracle = right = weight = 0.0
     n = 0
     for a, b in zip(starts, ends):
         for t in range(a + 1, b):
-            rated = s[a:t + 1].copy()
-            rated[-1] += margin
-            rated[:-1][[(int(i), int(order[t])) in tied for i in order[a:t]]] = -np.inf
-            pick = t - int(np.argmax(rated[::-1]))
-            gain += d[pick] - d[t]
-            oracle += d[a:t + 1].max() - d[t]
+            seen = np.arange(t, a - 1, -1)  # newest first
+            preferred = int(seen[np.argmin(near[seen])])  # argmin keeps the first, the newest, of equals
+            pool = [int(i) for i in seen if i == preferred or (near[i] == near[preferred] and tuple(
+                sorted((int(order[i]), int(order[preferred])))) not in tied)]
+            rated = [s[i] + (margin if i == preferred else 0.0) for i in pool]
+            pick = pool[int(np.argmax(rated))]  # argmax keeps the first: the preferred, then the newer
+            gain += d[pick] - d[preferred]
+            oracle += d[a:t + 1].max() - d[preferred]
             n += 1
         gap = d[a:b, None] - d[None, a:b]
         w = np.where(gap > 0, gap, 0.0)

@@ -53,12 +53,11 @@ class Controls(QWidget):
                                        "middle of the mask that would remove more than 30 % clears the slice and "
                                        "ends the object there")
         self.fusion_check = QCheckBox("Fuse rounds (MRF)")
-        self.fusion_check.setToolTip("On: where rounds overlap, each slice keeps the newest round's result "
-                                     "unless the quality head rates an older one clearly better. On the "
-                                     "validation data a little more accurate than off in the first ten clicks, "
-                                     "a little less after, and a little slower when a correction re-computes "
-                                     "many slices. Off (default): the newest round wins. Applies to objects "
-                                     "started from now on")
+        self.fusion_check.setChecked(True)
+        self.fusion_check.setToolTip("On (default): where rounds overlap, each slice keeps the result propagated "
+                                     "from the nearest slice you clicked, so a correction far away does not "
+                                     "replace it. Off: the newest round wins everywhere it reached. Applies to "
+                                     "objects started from now on")
         self.compact_check = QCheckBox("Compact object")
         self.compact_check.setChecked(True)
         self.compact_check.setToolTip("On: propagation stops about half the object's width past the last slice you "

@@ -362,7 +362,7 @@ class LimNetWidget(Controls):
 
     def _set_fusion(self, fusion: bool) -> None:
         self._fusion = fusion
-        mode = "fused by predicted quality" if fusion else "newest round wins"
+        mode = "fused: each slice from the nearest clicked slice" if fusion else "newest round wins"
         self._set_status(f"Rounds {mode}: for objects started from now on")
 
     def _set_compact(self, compact: bool) -> None:
