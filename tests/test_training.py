@@ -243,9 +243,10 @@ def test_replayed_fusion_prefers_the_newest_unless_an_older_round_is_rated_clear
 
 
 def test_replayed_fusion_prefers_the_candidate_from_the_nearest_user_slice():
-    # one slice, three rounds: the first and third propagated from 1 slice away, the second from 3
+    # one slice, three rounds: the first propagated from the slice below, the second from 3 slices
+    # above, the third from the slice above
     cands = _candidates([0.5, 0.9, 0.6], [1, 2, 3], [0, 0, 0])
-    cands.distance = np.array([1, 3, 1])
+    cands.offset = np.array([-1, 3, 1])
     # after round 2 the first round's candidate is preferred, unrated; after round 3 the third is,
     # and only the first, as near, may replace it: rated 0.4 against 0.6 + margin, it does not
     same = decision_gain(np.array([0.4, 0.99, 0.6]), cands, margin=0.05)
@@ -253,10 +254,15 @@ def test_replayed_fusion_prefers_the_candidate_from_the_nearest_user_slice():
     assert same["oracle"] == pytest.approx((0.4 + 0.3) / 2)
     # rated 0.9 against 0.6 + margin the first round replaces the third: 0.5 instead of 0.6
     assert decision_gain(np.array([0.9, 0.99, 0.6]), cands, margin=0.05)["gain"] == pytest.approx(-0.1 / 2)
-    # the distances follow their candidates through concat, subset and the saved form
+    # from the same user slice as the third, the first round never competes: the newer started from
+    # the user's newer mask there
+    cands.offset = np.array([1, 3, 1])
+    assert decision_gain(np.array([0.9, 0.99, 0.6]), cands, margin=0.05)["gain"] == pytest.approx(0.0)
+    # the offsets follow their candidates through concat, subset and the saved form
     both = Candidates.concat([_candidates([0.7], [1], [0]), cands])
-    assert both.distance.tolist() == [0, 1, 3, 1] and both.subset(np.array([0, 2])).distance.tolist() == [0, 3]
-    assert Candidates.from_dict(both.to_dict()).distance.tolist() == [0, 1, 3, 1]
+    unknown = np.iinfo(np.int64).max  # harvested before offsets existed: every older candidate competes
+    assert both.offset.tolist() == [unknown, 1, 3, 1] and both.subset(np.array([0, 2])).offset.tolist() == [unknown, 3]
+    assert Candidates.from_dict(both.to_dict()).offset.tolist() == [unknown, 1, 3, 1]
 
 
 def test_ranking_loss_penalises_only_wrongly_ordered_pairs_of_one_slice():

@@ -151,15 +151,15 @@ class Session:
     def n_slices(self) -> int:
         return self.shape[self.axis]
 
-    def propagated_candidates(self) -> dict[int, tuple[np.ndarray, int]]:
+    def propagated_candidates(self) -> dict[int, tuple[np.ndarray, int | None]]:
         """The newest round's non-empty masks on the slices it propagated to (not the user's own
-        slices), keyed by slice, shown or not, each with its distance in slices to the user slice it
-        was propagated from: the candidates fusion scores (it never scores an empty one). Read by the
+        slices), keyed by slice, shown or not, each with the user slice it was propagated from (None
+        for an initial mask): the candidates fusion ranks (it never scores an empty one). Read by the
         training of the quality head."""
         if not self._rounds:
             return {}
         r = self._rounds[-1]
-        return {z: (c.to_full(self._runner.slice_shape), int(r.seed_distance(z))) for z, c in r.candidates.items()
+        return {z: (c.to_full(self._runner.slice_shape), r.seeds.get(z)) for z, c in r.candidates.items()
                 if z not in r.owned and not c.empty}
 
     def slice_index(self, z: int) -> tuple:

@@ -39,8 +39,9 @@ class Candidates:
     """Candidate masks in the head's own view, with their true slice Dice. ``group``: candidates of one
     slice of one object, which fusion compares; ``round``: the round that made each (1 = first click);
     ``ties``: (older, newer) index pairs of one slice whose masks agree at ``NEAR_TIE`` or more, which
-    fusion does not compare; ``distance``: slices from each candidate to the user slice it was
-    propagated from (fusion compares only the equally near; None: all equally near)."""
+    fusion does not compare; ``offset``: the user slice each candidate was propagated from, minus
+    its own slice (fusion prefers the nearest and compares only equally near ones from different
+    user slices; None: all from different slices at the same distance)."""
 
     x: torch.Tensor  # N x 2 x S x S float16
     area: torch.Tensor  # N
@@ -48,11 +49,11 @@ class Candidates:
     group: np.ndarray
     round: np.ndarray
     ties: np.ndarray = field(default_factory=_no_ties)
-    distance: np.ndarray | None = None
+    offset: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.distance is None:
-            self.distance = np.zeros(len(self.dice), dtype=np.int64)
+        if self.offset is None:  # candidates harvested before offsets: the rule of that time
+            self.offset = np.full(len(self.dice), np.iinfo(np.int64).max)
 
     def __len__(self) -> int:
         return len(self.dice)
@@ -63,16 +64,16 @@ class Candidates:
         if not parts:
             return cls(torch.zeros(0, 2, 1, 1, dtype=torch.float16), torch.zeros(0), torch.zeros(0),
                        np.zeros(0, int), np.zeros(0, int))
-        groups, ties, group_offset, offset = [], [], 0, 0
+        groups, ties, group_offset, index_offset = [], [], 0, 0
         for p in parts:
             groups.append(p.group + group_offset)
-            ties.append(p.ties + offset)
+            ties.append(p.ties + index_offset)
             group_offset += int(p.group.max()) + 1
-            offset += len(p)
+            index_offset += len(p)
         return cls(torch.cat([p.x for p in parts]), torch.cat([p.area for p in parts]),
                    torch.cat([p.dice for p in parts]), np.concatenate(groups),
                    np.concatenate([p.round for p in parts]), np.concatenate(ties),
-                   np.concatenate([p.distance for p in parts]))
+                   np.concatenate([p.offset for p in parts]))
 
     def subset(self, index: np.ndarray) -> Candidates:
         t = torch.from_numpy(index)
@@ -80,18 +81,18 @@ class Candidates:
         where[index] = np.arange(len(index))
         ties = where[self.ties]
         return Candidates(self.x[t], self.area[t], self.dice[t], self.group[index], self.round[index],
-                          ties[(ties >= 0).all(axis=1)], self.distance[index])
+                          ties[(ties >= 0).all(axis=1)], self.offset[index])
 
     def to_dict(self) -> dict:
         return {"x": self.x, "area": self.area, "dice": self.dice, "group": torch.from_numpy(self.group),
                 "round": torch.from_numpy(self.round), "ties": torch.from_numpy(self.ties),
-                "distance": torch.from_numpy(self.distance)}
+                "offset": torch.from_numpy(self.offset)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidates:
         ties = d["ties"].numpy() if "ties" in d else _no_ties()
-        distance = d["distance"].numpy() if "distance" in d else None
-        return cls(d["x"], d["area"], d["dice"], d["group"].numpy(), d["round"].numpy(), ties, distance)
+        offset = d["offset"].numpy() if "offset" in d else None
+        return cls(d["x"], d["area"], d["dice"], d["group"].numpy(), d["round"].numpy(), ties, offset)
 
 
 def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, clicks: int,
@@ -101,18 +102,18 @@ def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, cl
     session = Session(volume, spacing, device=str(device), weights=(net, VALIDATION_WEIGHTS),
                       threads=torch.get_num_threads())
     crop = net.config.crop
-    xs, areas, dices, groups, rounds, ties, distances = [], [], [], [], [], [], []
+    xs, areas, dices, groups, rounds, ties, offsets = [], [], [], [], [], [], []
     earlier: dict[int, list[tuple[int, SliceMask]]] = {}  # per slice: (index, mask) of older candidates
 
     def keep(s: Session) -> None:
-        for z, (mask, distance) in s.propagated_candidates().items():
+        for z, (mask, seed) in s.propagated_candidates().items():
             image_crop, mask_crop = quality_inputs(volume[z], mask, tuple(spacing[1:]), crop)
             x, area = net.quality.inputs(image_crop, mask_crop)
             box, n = SliceMask.from_full(mask), len(dices)
             ties.extend((i, n) for i, older in earlier.get(z, []) if older.agreement(box) >= NEAR_TIE)
             earlier.setdefault(z, []).append((n, box))
             xs.append(x.half()), areas.append(area), dices.append(dice(mask, ref[z]))
-            groups.append(z), rounds.append(s.rounds), distances.append(distance)
+            groups.append(z), rounds.append(s.rounds), offsets.append(seed - z)
 
     with torch.no_grad():
         simulate(session, ref, spacing, clicks, after_click=keep)
@@ -120,7 +121,7 @@ def harvest_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, cl
         return Candidates.concat([])
     return Candidates(torch.cat(xs), torch.cat(areas).float(), torch.tensor(dices, dtype=torch.float32),
                       np.asarray(groups), np.asarray(rounds), np.asarray(ties, dtype=np.int64).reshape(-1, 2),
-                      np.asarray(distances, dtype=np.int64))
+                      np.asarray(offsets, dtype=np.int64))
 
 
 def ranking_loss(scores: torch.Tensor, dice: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
@@ -152,24 +153,27 @@ def decision_gain(scores: np.ndarray, cands: Candidates, margin: float) -> dict:
     """Fusion's choices replayed offline, by the engine's rule (``engine.fusion.choose_round``): after
     each round that reached a slice, the candidate the head picks among that round's and the older
     ones: the preferred one (nearest to its user slice, the newest of those) and the equally near ones
-    not tied with it (the preferred needs ``margin`` less, equal ratings go to it, then to the newer),
-    against the preferred one. gain: mean slice Dice over the preferred one's; oracle: the same for
+    from other user slices not tied with it (the preferred needs ``margin`` less, equal ratings go to
+    it, then to the newer), against the preferred one. gain: mean slice Dice over the preferred one's; oracle: the same for
     the candidate with the best true Dice; pair_order: share of candidate pairs the head orders right,
     weighted by their Dice gap."""
     d = cands.dice.numpy()
     order = np.lexsort((cands.round, cands.group))
-    g, d, s, near = cands.group[order], d[order], scores[order], cands.distance[order]
+    g, d, s, offset = cands.group[order], d[order], scores[order], cands.offset[order]
+    near = np.abs(offset)
     tied = {tuple(sorted(pair)) for pair in cands.ties.tolist()}
     starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
     ends = np.r_[starts[1:], len(g)]
     gain = oracle = right = weight = 0.0
     n = 0
+    unknown = np.iinfo(np.int64).max  # no offset recorded: every older candidate competes
     for a, b in zip(starts, ends):
         for t in range(a + 1, b):
             seen = np.arange(t, a - 1, -1)  # newest first
             preferred = int(seen[np.argmin(near[seen])])  # argmin keeps the first, the newest, of equals
-            pool = [int(i) for i in seen if i == preferred or (near[i] == near[preferred] and tuple(
-                sorted((int(order[i]), int(order[preferred])))) not in tied)]
+            pool = [int(i) for i in seen if i == preferred or (
+                near[i] == near[preferred] and (offset[i] != offset[preferred] or near[i] == unknown)
+                and tuple(sorted((int(order[i]), int(order[preferred])))) not in tied)]
             rated = [s[i] + (margin if i == preferred else 0.0) for i in pool]
             pick = pool[int(np.argmax(rated))]  # argmax keeps the first: the preferred, then the newer
             gain += d[pick] - d[preferred]
