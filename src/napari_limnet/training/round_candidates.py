@@ -154,9 +154,9 @@ def decision_gain(scores: np.ndarray, cands: Candidates, margin: float) -> dict:
     each round that reached a slice, the candidate the head picks among that round's and the older
     ones: the preferred one (nearest to its user slice, the newest of those) and the equally near ones
     from other user slices not tied with it (the preferred needs ``margin`` less, equal ratings go to
-    it, then to the newer), against the preferred one. gain: mean slice Dice over the preferred one's; oracle: the same for
-    the candidate with the best true Dice; pair_order: share of candidate pairs the head orders right,
-    weighted by their Dice gap."""
+    it, then to the newer), against the preferred one. gain: mean slice Dice over the preferred
+    one's; oracle: the same for the candidate with the best true Dice; pair_order: share of candidate
+    pairs the head orders right, weighted by their Dice gap."""
     d = cands.dice.numpy()
     order = np.lexsort((cands.round, cands.group))
     g, d, s, offset = cands.group[order], d[order], scores[order], cands.offset[order]
