@@ -11,7 +11,7 @@ from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
 from napari_limnet.engine import fusion
-from napari_limnet.engine.fusion import NEWEST_MARGIN, Round, SliceMask, choose_round
+from napari_limnet.engine.fusion import PREFERRED_MARGIN, Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
 from napari_limnet.engine.runner import REACH, reach_in_slices
@@ -207,7 +207,7 @@ def test_choose_round_rules():
     m = SliceMask.from_full(np.ones((2, 2), bool))
     n = SliceMask.from_full(np.eye(2, dtype=bool))  # another mask
     rounds = [
-        Round("click", {0: m, 1: m, 2: m, 6: m, 7: m}, {1: 0.8, 2: 0.2, 6: 0.6 + NEWEST_MARGIN / 2}, {0}),
+        Round("click", {0: m, 1: m, 2: m, 6: m, 7: m}, {1: 0.8, 2: 0.2, 6: 0.6 + PREFERRED_MARGIN / 2}, {0}),
         Round("click", {0: n, 1: n, 2: n, 6: n, 7: SliceMask.from_full(np.ones((2, 2), bool))},
               {0: 0.99, 1: 0.5, 2: 0.6, 6: 0.6}, {5}),
         Round("initial", {3: m}),

@@ -6,9 +6,10 @@ slices (its seed), with the quality head's predicted Dice. Per slice: the newest
 nearest seed is preferred (fewer propagation steps carry less drift: a correction on slice 80 does not
 replace slice 20's mask that came from a click on slice 21), the newest among equally near ones; an
 older empty candidate is never preferred to the newest (its "no object here" may be a propagation
-limit that a later click went past). Candidates from seeds as near as the preferred one's compete by
-the quality head's rating, the preferred needing ``NEWEST_MARGIN`` less, and an older mask within
-``NEAR_TIE`` of the preferred is not scored at all. An empty candidate is never scored: the quality
+limit that a later click went past). Candidates from other seeds as near as the preferred one's
+compete by the quality head's rating, the preferred needing ``PREFERRED_MARGIN`` less; an older one
+from the same seed never competes (the newer one started from the user's newer mask there), nor does
+a mask within ``NEAR_TIE`` of the preferred. An empty candidate is never scored: the quality
 head predicts the Dice of a mask, and rates an empty one near 0 even where the object has ended. With
 fusion off, the newest candidate wins (the ablation the evaluation compares against).
 """
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NEWEST_MARGIN = 0.1  # another round's candidate replaces the preferred one only when rated this much higher
+PREFERRED_MARGIN = 0.1  # another round's candidate replaces the preferred one only when rated this much higher
 NEAR_TIE = 0.98  # a mask this alike to the preferred one (Dice) is not rated: the head cannot rank near-ties
 
 
@@ -116,7 +117,7 @@ def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[
     for i in [preferred, *rivals]:  # the preferred first, then newest first: ties go to them
         s = rounds[i].scores[z] if z in rounds[i].scores else score(i, z)
         if i == preferred:
-            s += NEWEST_MARGIN
+            s += PREFERRED_MARGIN
         if s > best_score:
             best, best_score = i, s
     return best

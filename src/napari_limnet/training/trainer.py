@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.fusion import NEWEST_MARGIN
+from ..engine.fusion import PREFERRED_MARGIN
 from ..model import LimNet, LimNetConfig, count_parameters, load_model, save_weights
 from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
@@ -270,7 +270,7 @@ class Trainer:
         return cands
 
     def _fusion_score(self, cands: Candidates) -> dict:
-        return decision_gain(predict(self.net, cands), cands, NEWEST_MARGIN)
+        return decision_gain(predict(self.net, cands), cands, PREFERRED_MARGIN)
 
     def _fusion_stage(self, si: int, stage: StageConfig) -> dict:
         """Harvest the rounds of ``stage.objects`` train objects and of the val objects, then train the
