@@ -4,9 +4,9 @@ A session belongs to one object in one volume. Each click is a round: the clicke
 (all clicks ever made on that slice take part), then propagation in both directions, with every
 user-interacted slice as a permanent memory anchor, up to the nearest user slice that holds the object
 or, past the outermost one, ``reach`` object widths (a compact-object prior). Where rounds overlap,
-the newest wins, or with ``fusion`` (Multi-Round Result Fusion, engine/fusion.py) the one propagated
-from the nearest user slice, or among equally near ones an older one that the quality head rates
-clearly better.
+``fusion`` (Multi-Round Result Fusion, on by default, engine/fusion.py) keeps the one propagated from
+the nearest user slice, or between equally near ones from different user slices the one the quality
+head rates clearly better; without it the newest wins.
 Negative clicks on a slice without positive clicks trim the slice's mask with the network. When the
 newest of them lies in the middle of the mask (``CENTRE_DEPTH``) and the trim would leave less than
 ``TRIM_KEEP`` of it, the click says the mask is wrong as a whole: the slice holds no object and the object
