@@ -22,7 +22,13 @@ from napari_limnet.model.weights import file_sha256, shipped_weights_path
 from napari_limnet.training import TrainConfig, Trainer, augment, load_config
 from napari_limnet.training.data import Volume, objects_of, read_case
 from napari_limnet.training.rollout import evaluate_object, summarize
-from napari_limnet.training.round_candidates import Candidates, decision_gain, head_loss, ranking_loss
+from napari_limnet.training.round_candidates import (
+    UNKNOWN_OFFSET,
+    Candidates,
+    decision_gain,
+    head_loss,
+    ranking_loss,
+)
 from napari_limnet.training.sampler import Sampler
 from napari_limnet.training.simulate import interior_click
 from napari_limnet.training.steps import QualityBuffer, interaction_step
@@ -260,7 +266,7 @@ def test_replayed_fusion_prefers_the_candidate_from_the_nearest_user_slice():
     assert decision_gain(np.array([0.9, 0.99, 0.6]), cands, margin=0.05)["gain"] == pytest.approx(0.0)
     # the offsets follow their candidates through concat, subset and the saved form
     both = Candidates.concat([_candidates([0.7], [1], [0]), cands])
-    unknown = np.iinfo(np.int64).max  # harvested before offsets existed: every older candidate competes
+    unknown = UNKNOWN_OFFSET  # harvested before offsets existed: every older candidate competes
     assert both.offset.tolist() == [unknown, 1, 3, 1] and both.subset(np.array([0, 2])).offset.tolist() == [unknown, 3]
     assert Candidates.from_dict(both.to_dict()).offset.tolist() == [unknown, 1, 3, 1]
 

@@ -5,7 +5,7 @@ head that learnt the Dice of single masks from training steps ranked them poorly
 candidates of a slice in the better order 67 % of the time, weighted by their Dice gap, on the val
 objects; an older round chosen with it lowered the slice's Dice on average). The "fusion" stage runs the
 evaluation protocol through a default Session (so the clicks are those of the shipped default) on
-train objects, keeps every round's propagated candidates with their true Dice and their distance to
+train objects, keeps every round's propagated candidates with their true Dice and their offset to
 the user slice they came from, and trains the head on that Dice plus a ranking loss between the
 candidates of each slice.
 """
@@ -28,6 +28,7 @@ from .rollout import VALIDATION_WEIGHTS
 
 RANK_MIN_GAP = 0.02  # pairs whose true Dice differ less than this carry no ranking signal
 RANK_SHARPNESS = 20.0  # scale of predicted-Dice gaps in the logistic ranking loss
+UNKNOWN_OFFSET = np.iinfo(np.int64).max  # harvested before offsets existed: every older candidate competes
 
 
 def _no_ties() -> np.ndarray:
@@ -53,7 +54,7 @@ class Candidates:
 
     def __post_init__(self) -> None:
         if self.offset is None:  # candidates harvested before offsets: the rule of that time
-            self.offset = np.full(len(self.dice), np.iinfo(np.int64).max)
+            self.offset = np.full(len(self.dice), UNKNOWN_OFFSET)
 
     def __len__(self) -> int:
         return len(self.dice)
@@ -166,13 +167,12 @@ def decision_gain(scores: np.ndarray, cands: Candidates, margin: float) -> dict:
     ends = np.r_[starts[1:], len(g)]
     gain = oracle = right = weight = 0.0
     n = 0
-    unknown = np.iinfo(np.int64).max  # no offset recorded: every older candidate competes
     for a, b in zip(starts, ends):
         for t in range(a + 1, b):
             seen = np.arange(t, a - 1, -1)  # newest first
             preferred = int(seen[np.argmin(near[seen])])  # argmin keeps the first, the newest, of equals
             pool = [int(i) for i in seen if i == preferred or (
-                near[i] == near[preferred] and (offset[i] != offset[preferred] or near[i] == unknown)
+                near[i] == near[preferred] and (offset[i] != offset[preferred] or offset[i] == UNKNOWN_OFFSET)
                 and tuple(sorted((int(order[i]), int(order[preferred])))) not in tied)]
             rated = [s[i] + (margin if i == preferred else 0.0) for i in pool]
             pick = pool[int(np.argmax(rated))]  # argmax keeps the first: the preferred, then the newer
