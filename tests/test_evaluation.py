@@ -13,7 +13,7 @@ from napari_limnet.evaluation import find_cases, first_click, next_click, noc, o
 from napari_limnet.evaluation.baselines import RandomWalkerSession, coarse_shape
 from napari_limnet.evaluation.cli import main as eval_main
 from napari_limnet.evaluation.protocol import dice
-from napari_limnet.evaluation.report import ALL, markdown_table, summary_rows
+from napari_limnet.evaluation.report import ALL, POOLED, markdown_table, summary_rows
 from napari_limnet.evaluation.runner import simulate, thin_slices
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -108,7 +108,7 @@ def test_noc_and_object_metrics():
     assert "dice@10" not in object_metrics(dices[:5])  # not run, so not reported
 
 
-def test_summary_averages_objects_within_a_source_and_sources_with_each_other():
+def test_summary_averages_objects_within_a_source_sources_with_each_other_and_all_objects():
     def record(source, d1, seconds):
         return {"source": source, "label": 1, "method": "m", "dice": [d1], "seconds": seconds,
                 **object_metrics([d1])}
@@ -119,6 +119,8 @@ def test_summary_averages_objects_within_a_source_and_sources_with_each_other():
     assert rows["a"]["s/click"] == 2.0 and rows["a"]["dice@3"] is None
     assert rows[ALL]["dice@1"] == pytest.approx((0.3 + 0.9) / 2)  # sources weigh equally
     assert rows[ALL]["noc@85"] == pytest.approx((20 + 1) / 2)
+    assert rows[POOLED]["objects"] == 3 and rows[POOLED]["dice@1"] == pytest.approx((0.2 + 0.4 + 0.9) / 3)
+    assert rows[POOLED]["noc@85"] == pytest.approx((20 + 20 + 1) / 3) and rows[POOLED]["s/click"] == 2.0
     assert "| a | m | 2 | 0.300 | – |" in markdown_table(list(rows.values()), "source")
 
 

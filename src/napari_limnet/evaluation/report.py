@@ -12,6 +12,7 @@ from .protocol import DICE_AT, NOC_AT, NOC_CAP
 METRICS = [f"dice@{k}" for k in DICE_AT] + [f"noc@{round(t * 100)}" for t in NOC_AT]
 HEADERS = ["objects", *(m.replace("dice", "Dice").replace("noc", "NoC") for m in METRICS), "s/click (median)"]
 ALL = "all sources (mean of sources)"
+POOLED = "all objects (pooled)"
 
 
 def _group_key(record: dict, by: str) -> str:
@@ -20,22 +21,28 @@ def _group_key(record: dict, by: str) -> str:
 
 def summary_rows(records: list[dict], by: str = "source") -> list[dict]:
     """One row per (group, method): mean of each metric over the group's objects, median seconds per
-    click over all its clicks. ``by`` is "source" (plus a row per method averaging the sources, so a
-    large source does not drown the others) or "structure" (source and label value)."""
+    click over all its clicks. ``by`` is "source" (plus, per method, a row averaging the sources, so a
+    large source does not drown the others, and one averaging all objects alike, as a target "over
+    all objects" is stated) or "structure" (source and label value)."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
         groups[(_group_key(r, by), r["method"])].append(r)
-    rows = []
-    for (group, method), items in sorted(groups.items()):
-        row = {"group": group, "method": method, "objects": len(items)}
-        for m in METRICS:
-            values = [r[m] for r in items if m in r]
-            row[m] = float(np.mean(values)) if values else None
-        row["s/click"] = float(np.median([s for r in items for s in r["seconds"]]))
-        rows.append(row)
+    rows = [_mean_row(group, method, items) for (group, method), items in sorted(groups.items())]
     if by == "source" and len({row["group"] for row in rows}) > 1:
         rows += _mean_of_groups(rows, records)
+        rows += [_mean_row(POOLED, method, [r for r in records if r["method"] == method])
+                 for method in sorted({r["method"] for r in records})]
     return rows
+
+
+def _mean_row(group: str, method: str, items: list[dict]) -> dict:
+    """Mean of each metric over ``items`` (objects), median seconds over all their clicks."""
+    row = {"group": group, "method": method, "objects": len(items)}
+    for m in METRICS:
+        values = [r[m] for r in items if m in r]
+        row[m] = float(np.mean(values)) if values else None
+    row["s/click"] = float(np.median([s for r in items for s in r["seconds"]]))
+    return row
 
 
 def _mean_of_groups(rows: list[dict], records: list[dict]) -> list[dict]:
