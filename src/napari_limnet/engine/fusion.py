@@ -81,10 +81,12 @@ class Round:
         return abs(z - self.seeds[z]) if z in self.seeds else np.inf
 
 
-def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[int, int], float]) -> int:
+def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[int, int], float],
+                 margin: float = PREFERRED_MARGIN) -> int:
     """Index of the round whose candidate slice ``z`` shows, or -1 if no round reached it.
     ``score(round_index, z)`` supplies a missing score on demand: only slices that several equally
-    near rounds compete for are ever scored."""
+    near rounds compete for are ever scored. ``margin``: what the preferred candidate is spared (the
+    training's replay of this rule tries others; infinite: the preferred one, unrated)."""
     contenders = []
     for i in range(len(rounds) - 1, -1, -1):
         r = rounds[i]
@@ -117,7 +119,7 @@ def choose_round(rounds: list[Round], z: int, *, fusion: bool, score: Callable[[
     for i in [preferred, *rivals]:  # the preferred first, then newest first: ties go to them
         s = rounds[i].scores[z] if z in rounds[i].scores else score(i, z)
         if i == preferred:
-            s += PREFERRED_MARGIN
+            s += margin
         if s > best_score:
             best, best_score = i, s
     return best

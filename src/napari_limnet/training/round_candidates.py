@@ -19,7 +19,7 @@ import torch
 from torch.nn import functional as F
 
 from ..engine.crops import quality_inputs
-from ..engine.fusion import NEAR_TIE, SliceMask
+from ..engine.fusion import NEAR_TIE, Round, SliceMask, choose_round
 from ..engine.session import Session
 from ..evaluation.protocol import dice
 from ..evaluation.runner import simulate
@@ -150,38 +150,50 @@ def predict(net: LimNet, cands: Candidates, chunk: int = 2048) -> np.ndarray:
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+@dataclass(frozen=True)
+class _Harvested:
+    """A harvested candidate in the place of its mask, so that the replay runs the engine's own
+    ``choose_round``: never empty (empty masks are not harvested), and alike to another candidate
+    exactly where the harvest recorded a near tie."""
+
+    index: int
+    ties: frozenset
+    empty = False
+
+    def agreement(self, other: _Harvested) -> float:
+        return 1.0 if frozenset((self.index, other.index)) in self.ties else 0.0
+
+
 def decision_gain(scores: np.ndarray, cands: Candidates, margin: float) -> dict:
-    """Fusion's choices replayed offline, by the engine's rule (``engine.fusion.choose_round``): after
-    each round that reached a slice, the candidate the head picks among that round's and the older
-    ones: the preferred one (nearest to its user slice, the newest of those) and the equally near ones
-    from other user slices not tied with it (the preferred needs ``margin`` less, equal ratings go to
-    it, then to the newer), against the preferred one. gain: mean slice Dice over the preferred
-    one's; oracle: the same for the candidate with the best true Dice; pair_order: share of candidate
-    pairs the head orders right, weighted by their Dice gap."""
+    """Fusion's choices replayed offline through the engine's ``choose_round``: after each round that
+    reached a slice, the candidate chosen among that round's and the older ones, with the head's
+    ``scores`` and the preferred one (nearest to its user slice, the newest of those) spared
+    ``margin``. gain: mean slice Dice over the preferred one's; oracle: the same for the candidate
+    with the best true Dice; pair_order: share of candidate pairs the head orders right, weighted by
+    their Dice gap."""
     d = cands.dice.numpy()
     order = np.lexsort((cands.round, cands.group))
-    g, d, s, offset = cands.group[order], d[order], scores[order], cands.offset[order]
-    near = np.abs(offset)
-    tied = {tuple(sorted(pair)) for pair in cands.ties.tolist()}
-    starts = np.r_[0, np.flatnonzero(np.diff(g)) + 1]
-    ends = np.r_[starts[1:], len(g)]
+    tied = frozenset(frozenset(pair) for pair in cands.ties.tolist())
+    slices = np.split(order, np.flatnonzero(np.diff(cands.group[order])) + 1) if len(order) else []
     gain = oracle = right = weight = 0.0
     n = 0
-    for a, b in zip(starts, ends):
-        for t in range(a + 1, b):
-            seen = np.arange(t, a - 1, -1)  # newest first
-            preferred = int(seen[np.argmin(near[seen])])  # argmin keeps the first, the newest, of equals
-            pool = [int(i) for i in seen if i == preferred or (
-                near[i] == near[preferred] and (offset[i] != offset[preferred] or offset[i] == UNKNOWN_OFFSET)
-                and tuple(sorted((int(order[i]), int(order[preferred])))) not in tied)]
-            rated = [s[i] + (margin if i == preferred else 0.0) for i in pool]
-            pick = pool[int(np.argmax(rated))]  # argmax keeps the first: the preferred, then the newer
-            gain += d[pick] - d[preferred]
-            oracle += d[a:t + 1].max() - d[preferred]
+    for index in slices:
+        z = int(cands.group[index[0]])  # a slice of one object: the offsets are relative to it
+        rounds = [Round("click", candidates={z: _Harvested(int(i), tied)}, scores={z: float(scores[i])},
+                        seeds={} if cands.offset[i] == UNKNOWN_OFFSET else {z: z + int(cands.offset[i])})
+                  for i in index]  # oldest first, as a session keeps them
+        for t in range(2, len(rounds) + 1):
+            seen = rounds[:t]
+            # every round carries its score, so choose_round never asks for one (score=None)
+            pick = choose_round(seen, z, fusion=True, score=None, margin=margin)
+            preferred = choose_round(seen, z, fusion=True, score=None, margin=np.inf)
+            gain += d[index[pick]] - d[index[preferred]]
+            oracle += d[index[:t]].max() - d[index[preferred]]
             n += 1
-        gap = d[a:b, None] - d[None, a:b]
+        s = scores[index]
+        gap = d[index][:, None] - d[index][None, :]
         w = np.where(gap > 0, gap, 0.0)
-        right += float((w * (s[a:b, None] > s[None, a:b])).sum())
+        right += float((w * (s[:, None] > s[None, :])).sum())
         weight += float(w.sum())
     n = max(n, 1)
     return {"gain": float(gain / n), "oracle": float(oracle / n), "decisions": n,
