@@ -100,6 +100,9 @@ def _rank_main(rank: int, world: int, store: str, config_path: str, resume: bool
         if device:
             config = config.replace(device=device)
         Trainer(config, base, ranks=Ranks(rank, world), log=print if rank == 0 else (lambda _: None)).run(resume)
+        # the lead still exports after the last collective: no process tears its connections down
+        # (gloo's threads) while another may still be using them
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
