@@ -230,6 +230,22 @@ def test_eval_command_reports_bad_input(tmp_path, capsys):
     assert "data folder not found" in capsys.readouterr().err
 
 
+def test_eval_names_every_bad_case_before_running_any(synthetic_data, tmp_path, capsys):
+    volume, ref = _sphere_volume((10, 32, 32), 4.5)
+    _write_case(synthetic_data / "toy", "d", volume, ref[:8])  # a label of another shape
+    _write_case(synthetic_data / "toy", "e", volume, ref)
+    (synthetic_data / "toy" / "e_image.nii.gz").write_bytes(b"not a scan")  # a corrupt image
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "objects.jsonl").write_text("an earlier run\n")
+    assert eval_main([str(synthetic_data), "--methods", "random-walker", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s)" in err and "nothing was run" in err
+    assert "d_label.nii.gz: shape (8, 32, 32) differs from the image's (10, 32, 32)" in err
+    assert "e_image.nii.gz: not a readable NIfTI" in err
+    assert (out / "objects.jsonl").read_text() == "an earlier run\n"  # the earlier results are kept
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "splits.json").exists(),
                     reason=f"the shared data folder is not present at {SHARED_DATA}")
 def test_eval_on_one_real_val_case(tmp_path):

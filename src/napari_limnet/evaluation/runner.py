@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_limnet.io import read_volume
+from napari_limnet.io import VolumeError, probe_volume, read_volume
 
 from .methods import METHODS, MethodContext
 from .protocol import dice, first_click, next_click, object_metrics
@@ -121,6 +121,24 @@ def seed_everything(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
+def check_cases(cases: Sequence[Case]) -> None:
+    """Read every image's and label's header before any clicking, so that a corrupt file or a label
+    of another shape stops a run of hours in seconds, with every bad case named at once."""
+    problems = []
+    for case in cases:
+        shapes = []
+        for path in (case.image, case.label):
+            try:
+                shapes.append(probe_volume(path))
+            except VolumeError as exc:
+                problems.append(str(exc))
+        if len(shapes) == 2 and shapes[0] != shapes[1]:
+            problems.append(f"{case.label}: shape {shapes[1]} differs from the image's {shapes[0]}")
+    if problems:
+        raise ValueError(f"{len(problems)} problem(s) in the cases to evaluate, nothing was run:\n  "
+                         + "\n  ".join(problems))
+
+
 def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
              context: MethodContext | None = None, max_clicks: int = 20, min_voxels: int = 50, seed: int = 0,
              slice_gap: float | None = None, progress: bool = True) -> list[dict]:
@@ -134,6 +152,7 @@ def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if max_clicks < 1:
         raise ValueError(f"max_clicks must be at least 1, got {max_clicks}")
+    check_cases(cases)
     context = context or MethodContext()
     records = []
     jsonl_path = Path(jsonl_path)
@@ -141,9 +160,6 @@ def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
         for case in bar:
             image = read_volume(case.image)
             labels = np.asarray(read_volume(case.label).data)
-            if labels.shape != image.data.shape:
-                raise ValueError(f"{case.label}: shape {labels.shape} differs from the image's "
-                                 f"{image.data.shape}")
             data, labels, spacing = thin_slices(image.data, labels, image.spacing, slice_gap)
             objects = list(iter_objects(labels, min_voxels))
             if not objects:
