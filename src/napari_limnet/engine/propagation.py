@@ -1,37 +1,105 @@
-"""One propagation step, shared by the engine and the training pipeline (so both run the same maths).
+"""The memory module's walk through slices: the one implementation that the engine runs for a user's
+round and the training pipeline runs with gradients, so that training sees exactly what the network
+sees in use.
+
+A walk follows several sequences at once (a training batch; the engine follows one). Each sequence is
+a ``Track``: its memory bank (the user's slices as permanent entries), sensory state, and the mask of
+the slice it came from, whose window frames the next slice. The caller decides which slices to feed
+(the engine: volume slices between the user's; training: a sampled run of slices) and with which
+features (the engine: cached, without gradients; training: fresh, with gradients).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch.nn import functional as F
 
 from ..model import LimNet, SliceFeatures
-from .crops import Roi
+from .crops import Roi, crop_mask, paste_logits, roi_around
 from .memory_bank import MemoryBank, pool_entry
 
+EMPTY_STOP = 3  # consecutive empty slices after which a track has ended (the object is over)
+MIN_PIXELS = 3  # a predicted slice mask smaller than this counts as empty
+WALK_EXPAND = 0.5  # the next slice's window: the last mask's box enlarged by this share, for motion
+WORKING_FRAMES = 4  # working memory of a walk, in slices
+LONGTERM_ELEMENTS = 512  # long-term memory of a walk, in pooled elements
 
-def memory_step(
-    net: LimNet, feats: SliceFeatures, key: torch.Tensor, banks: list[MemoryBank], hidden: torch.Tensor,
-    prev_mask: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read each sample's memory for this slice and decode the batch. prev_mask: the neighbour's mask
-    in this slice's crop (B x 1 x S x S). Returns logits (B x 1 x S x S) and the new hidden state."""
+
+def anchor_window(mask: np.ndarray, spacing: tuple[float, float]) -> Roi:
+    """The window in which a user slice (or a walk's seed slice) is encoded into memory."""
+    return roi_around(mask, [], mask.shape, spacing)
+
+
+def memory_entries(net: LimNet, feats: SliceFeatures, key: torch.Tensor,
+                   mask_crops: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One permanent memory entry per row of the batch: the slice's key and the value of its mask."""
+    values = net.encode_value(feats, mask_crops)
+    return [pool_entry(key[i:i + 1].float(), values[i:i + 1].float()) for i in range(len(values))]
+
+
+@dataclass
+class Track:
+    """One sequence a walk follows; ``mask``/``roi`` describe the slice it stepped from."""
+
+    bank: MemoryBank
+    hidden: torch.Tensor  # 1 x C x h x w sensory state, in the frame of ``roi``
+    mask: np.ndarray  # bool slice mask the next window is placed around
+    roi: Roi
+    spacing: tuple[float, float]
+    empties: int = 0
+
+    @classmethod
+    def open(cls, entries: list, hidden: torch.Tensor, seed_mask: np.ndarray,
+             spacing: tuple[float, float]) -> Track:
+        """A track from a seed slice whose mask is known; ``hidden``: ``LimNet.initial_hidden`` of
+        that slice in its anchor window; ``entries``: the user's slices (permanent memory)."""
+        bank = MemoryBank(WORKING_FRAMES, LONGTERM_ELEMENTS)
+        for key, value in entries:
+            bank.add_permanent(key, value)
+        return cls(bank, hidden.float(), seed_mask, anchor_window(seed_mask, spacing), spacing)
+
+    @property
+    def ended(self) -> bool:
+        return self.empties >= EMPTY_STOP
+
+    def window(self) -> Roi:
+        """Where the next slice is looked at: around the last mask, or where the last window was."""
+        if self.mask.any():
+            return roi_around(self.mask, [], self.mask.shape, self.spacing, expand=WALK_EXPAND)
+        return self.roi
+
+
+def step(net: LimNet, tracks: list[Track], feats: SliceFeatures, key: torch.Tensor,
+         rois: list[Roi]) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """One slice for each track: read its memory, decode, remember the result, move on.
+
+    ``feats``/``key``: the tracks' next slices, each in its ``rois`` entry (from ``Track.window``).
+    Returns the logits (B x 1 x S x S, with gradients when the caller has them on) and each track's
+    slice mask (a mask under MIN_PIXELS is emptied; EMPTY_STOP of them end the track)."""
+    crop = net.config.crop
+    hidden = torch.cat([resample_hidden(t.hidden, t.roi, r) for t, r in zip(tracks, rois)])
+    prev = torch.cat([crop_mask(t.mask, r, crop) for t, r in zip(tracks, rois)]).to(key.device)
     readouts = []
-    for i, bank in enumerate(banks):
-        mem_keys, mem_values = bank.tensors()
+    for i, t in enumerate(tracks):
+        mem_keys, mem_values = t.bank.tensors()
         readout, usage = net.read(key[i:i + 1], mem_keys.to(key.dtype), mem_values.to(key.dtype))
-        bank.record_usage(usage[0].detach())
+        t.bank.record_usage(usage[0].detach())
         readouts.append(readout)
-    return net.decode(feats, torch.cat(readouts), hidden, prev_mask)
-
-
-def remember(net: LimNet, feats: SliceFeatures, key: torch.Tensor, logits: torch.Tensor,
-             banks: list[MemoryBank]) -> None:
-    """Add each sample's slice, with its predicted mask, to that sample's working memory."""
+    logits, hidden = net.decode(feats, torch.cat(readouts), hidden, prev)
     values = net.encode_value(feats, torch.sigmoid(logits))
-    for i, bank in enumerate(banks):
-        bank.add(*pool_entry(key[i:i + 1].float(), values[i:i + 1].float()))
+    masks = []
+    for i, (t, roi) in enumerate(zip(tracks, rois)):
+        t.bank.add(*pool_entry(key[i:i + 1].float(), values[i:i + 1].float()))
+        out = paste_logits(logits[i:i + 1].detach().float().cpu(), roi, t.mask.shape)
+        t.empties = t.empties + 1 if out.sum() < MIN_PIXELS else 0
+        if t.empties:
+            out[:] = False
+        t.hidden, t.mask, t.roi = hidden[i:i + 1].float(), out, roi
+        masks.append(out)
+    return logits, masks
 
 
 def resample_hidden(hidden: torch.Tensor, old: Roi, new: Roi) -> torch.Tensor:

@@ -26,11 +26,9 @@ from .crops import (
     roi_around,
     zoom_prior,
 )
-from .memory_bank import MemoryBank, pool_entry
-from .propagation import memory_step, remember, resample_hidden
+from .propagation import Track, anchor_window, memory_entries
+from .propagation import step as walk_step
 
-EMPTY_STOP = 3  # consecutive empty slices after which propagation in a direction ends
-MIN_PIXELS = 3  # a predicted slice mask smaller than this counts as empty
 REACH = 0.5  # default reach of propagation past the outermost user slice holding the object, in object widths
 
 
@@ -53,13 +51,11 @@ class NetworkRunner:
     """Runs LIM-Net on the slices of one oriented volume; caches per-slice features across rounds."""
 
     def __init__(self, net: LimNet, volume: np.ndarray, spacing: tuple[float, float], device: torch.device,
-                 *, cache_slices: int = 256, working_frames: int = 4, longterm_elements: int = 512) -> None:
+                 *, cache_slices: int = 256) -> None:
         self.volume = volume  # oriented view: slices along axis 0
         self.spacing = spacing  # in-plane (row, column) spacing
         self.crop = net.config.crop
         self.cache_slices = cache_slices
-        self.working_frames = working_frames
-        self.longterm_elements = longterm_elements
         self._cache: OrderedDict[tuple[int, Roi], tuple[SliceFeatures, torch.Tensor]] = OrderedDict()
         self._cache_lock = threading.Lock()  # the two propagation directions may run in two threads
         self.to(net, device)
@@ -130,11 +126,10 @@ class NetworkRunner:
         """Memory entries of the user-interacted slices (permanent memory)."""
         entries = []
         for z, mask in sorted(anchors.items()):
-            roi = roi_around(mask, [], self.slice_shape, self.spacing)
+            roi = anchor_window(mask, self.spacing)
             feats, key = self.features(z, roi)
             with self._autocast():
-                value = self.net.encode_value(feats, crop_mask(mask, roi, self.crop).to(self.device))
-            entries.append(pool_entry(key.float(), value.float()))
+                entries += memory_entries(self.net, feats, key, crop_mask(mask, roi, self.crop).to(self.device))
         return entries
 
     @torch.inference_mode()
@@ -147,15 +142,10 @@ class NetworkRunner:
         the rounds seeded from it, so a correction changes only the stretch between the user's slices
         that it belongs to. An empty anchor the user made is a wall: the walk ends there unless a later
         anchor holds the object (then it goes on, with that empty slice in memory, up to that anchor).
-        Past slice ``last`` (None: no limit), and after EMPTY_STOP empty slices, the walk yields empty
-        slices."""
-        bank = MemoryBank(self.working_frames, self.longterm_elements)
-        for key, value in entries:
-            bank.add_permanent(key, value)
-        prev_mask = mask
-        prev_roi = roi_around(mask, [], self.slice_shape, self.spacing)
-        hidden = self.net.initial_hidden(self.features(start, prev_roi)[0]).float()
-        empties = 0
+        Past slice ``last`` (None: no limit), and once the track has ended (EMPTY_STOP empty slices),
+        the walk yields empty slices."""
+        seed_feats, _ = self.features(start, anchor_window(mask, self.spacing))
+        track = Track.open(entries, self.net.initial_hidden(seed_feats), mask, self.spacing)
         z = start + step
         while 0 <= z < self.volume.shape[0]:
             if cancelled():
@@ -163,25 +153,13 @@ class NetworkRunner:
             if z in anchors:
                 if anchors[z].any() or not object_slices_beyond(anchors, z, step):
                     return
-                prev_mask = anchors[z]
-                z += step
-                continue
-            if empties >= EMPTY_STOP or (last is not None and (z - last) * step > 0):
+                track.mask = anchors[z]
+            elif track.ended or (last is not None and (z - last) * step > 0):
                 yield z, np.zeros(self.slice_shape, dtype=bool)
-                z += step
-                continue
-            roi = roi_around(prev_mask, [], self.slice_shape, self.spacing, expand=0.5) if prev_mask.any() else prev_roi
-            feats, key = self.features(z, roi)
-            hidden = resample_hidden(hidden, prev_roi, roi)
-            with self._autocast():
-                logits, hidden = memory_step(self.net, feats, key, [bank], hidden,
-                                             crop_mask(prev_mask, roi, self.crop).to(self.device))
-                remember(self.net, feats, key, logits, [bank])
-            hidden = hidden.float()
-            out = paste_logits(logits.float().cpu(), roi, self.slice_shape)
-            empties = empties + 1 if out.sum() < MIN_PIXELS else 0
-            if empties:
-                out[:] = False
-            yield z, out
-            prev_mask, prev_roi = out, roi
+            else:
+                roi = track.window()
+                feats, key = self.features(z, roi)
+                with self._autocast():
+                    _, (out,) = walk_step(self.net, [track], feats, key, [roi])
+                yield z, out
             z += step

@@ -11,8 +11,8 @@ import torch
 from torch.nn import functional as F
 
 from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, quality_inputs, roi_around, zoom_prior
-from ..engine.memory_bank import MemoryBank, pool_entry
-from ..engine.propagation import memory_step, remember, resample_hidden
+from ..engine.propagation import Track, anchor_window, memory_entries
+from ..engine.propagation import step as walk_step
 from ..evaluation.protocol import dice as slice_dice
 from ..model import LimNet
 from .rollout import interaction_inputs
@@ -144,53 +144,51 @@ def interaction_step(net: LimNet, samples: list[Sample], rng, *, max_rounds: int
     return seg_loss(logits, target)
 
 
+def walk_samples(net: LimNet, samples: list[Sample], seeds: list[np.ndarray], device):
+    """The engine's walk (engine/propagation.py) along each sample's slices, from slice 0 with mask
+    ``seeds[i]``, the sample's anchor slice (if any) in permanent memory as a user slice would be.
+    Yields (slice index, live sample indices, logits, the live samples' slice masks) per slice, with
+    gradients if the caller has them on. A sample whose track has ended (the object is over) drops out,
+    as the engine stops predicting there."""
+    crop = net.config.crop
+    length = len(samples[0].mask) - (samples[0].anchor is not None)
+    rows, imgs, masks = [0], [], []
+    for s, seed in zip(samples, seeds):
+        for z, m in [(0, seed)] + ([(s.anchor, s.mask[s.anchor])] if s.anchor is not None else []):
+            roi = anchor_window(m, s.spacing)
+            imgs.append(crop_image(s.image[z], roi, crop))
+            masks.append(crop_mask(m, roi, crop))
+        rows.append(len(imgs))
+    feats = net.encode_image(torch.cat(imgs).to(device))
+    entries = memory_entries(net, feats, net.encode_key(feats), torch.cat(masks).to(device))
+    hidden = net.initial_hidden(feats)
+    tracks = [Track.open(entries[a:b], hidden[a:a + 1], seed, s.spacing)
+              for s, seed, a, b in zip(samples, seeds, rows, rows[1:])]
+    for t in range(1, length):
+        live = [i for i, track in enumerate(tracks) if not track.ended]
+        if not live:
+            return
+        rois = [tracks[i].window() for i in live]
+        feats = net.encode_image(torch.cat([crop_image(samples[i].image[t], r, crop)
+                                            for i, r in zip(live, rois)]).to(device))
+        logits, out = walk_step(net, [tracks[i] for i in live], feats, net.encode_key(feats), rois)
+        yield t, live, rois, logits, out
+
+
 def propagation_step(net: LimNet, samples: list[Sample], rng, *, buffer: QualityBuffer, device,
                      autocast) -> torch.Tensor:
     """Propagate from slice 0 (reference mask, sometimes perturbed like an interaction result) along
-    the sample's slices, exactly as the engine does, with gradients through the whole sequence."""
+    the sample's slices, with gradients through the whole sequence."""
     crop = net.config.crop
-    shapes = [s.mask.shape[1:] for s in samples]
-    length = len(samples[0].mask) - (samples[0].anchor is not None)
-    banks = [MemoryBank(working_frames=4, longterm_elements=512) for _ in samples]
-    prev_masks, rois = [], []
+    seeds = []
+    for s in samples:
+        m0 = s.mask[0] if rng.random() < 0.7 else perturb_mask(rng, s.mask[0])
+        seeds.append(m0 if m0.any() else s.mask[0])
+    losses = []
     with autocast():
-        for s, bank in zip(samples, banks):
-            m0 = s.mask[0] if rng.random() < 0.7 else perturb_mask(rng, s.mask[0])
-            if not m0.any():
-                m0 = s.mask[0]
-            anchors = [(0, m0)] + ([(s.anchor, s.mask[s.anchor])] if s.anchor is not None else [])
-            imgs, masks, anchor_rois = [], [], []
-            for z, m in anchors:
-                roi = roi_around(m, [], m.shape, s.spacing)
-                anchor_rois.append(roi)
-                imgs.append(crop_image(s.image[z], roi, crop))
-                masks.append(crop_mask(m, roi, crop))
-            feats = net.encode_image(torch.cat(imgs).to(device))
-            keys = net.encode_key(feats)
-            values = net.encode_value(feats, torch.cat(masks).to(device))
-            for j in range(len(anchors)):
-                bank.add_permanent(*pool_entry(keys[j:j + 1], values[j:j + 1]))
-            prev_masks.append(m0)
-            rois.append(anchor_rois[0])
-        hidden = net.initial_hidden(feats)[:1].expand(len(samples), -1, -1, -1)
-        losses = []
-        for t in range(1, length):
-            new_rois = [roi_around(m, [], shp, s.spacing, expand=0.5) if m.any() else r
-                        for m, shp, s, r in zip(prev_masks, shapes, samples, rois)]
-            x = torch.cat([crop_image(s.image[t], r, crop) for s, r in zip(samples, new_rois)]).to(device)
-            feats = net.encode_image(x)
-            key = net.encode_key(feats)
-            hidden = torch.cat([resample_hidden(hidden[i:i + 1], old, new)
-                                for i, (old, new) in enumerate(zip(rois, new_rois))])
-            prev_crop = torch.cat([crop_mask(m, r, crop) for m, r in zip(prev_masks, new_rois)]).to(device)
-            logits, hidden = memory_step(net, feats, key, banks, hidden, prev_crop)
-            target = torch.cat([crop_mask(s.mask[t], r, crop) for s, r in zip(samples, new_rois)]).to(device)
+        for t, live, rois, logits, out in walk_samples(net, samples, seeds, device):
+            target = torch.cat([crop_mask(samples[i].mask[t], r, crop) for i, r in zip(live, rois)]).to(device)
             losses.append(seg_loss(logits, target))
-            remember(net, feats, key, logits, banks)
-            prev_masks = []
-            for i in range(len(samples)):
-                mask = paste_logits(logits[i:i + 1].detach().float().cpu(), new_rois[i], shapes[i])
+            for i, mask in zip(live, out):
                 buffer.add(samples[i].image[t], mask, samples[i].mask[t], samples[i].spacing)
-                prev_masks.append(mask)
-            rois = new_rois
     return torch.stack(losses).mean()
