@@ -26,6 +26,7 @@ from .crops import (
     roi_around,
     zoom_prior,
 )
+from .intensity import hounsfield_to_unit, is_hounsfield
 from .propagation import Track, anchor_window, memory_entries
 from .propagation import step as walk_step
 
@@ -53,6 +54,7 @@ class NetworkRunner:
     def __init__(self, net: LimNet, volume: np.ndarray, spacing: tuple[float, float], device: torch.device,
                  *, cache_slices: int = 256) -> None:
         self.volume = volume  # oriented view: slices along axis 0
+        self._hounsfield = is_hounsfield(volume)
         self.spacing = spacing  # in-plane (row, column) spacing
         self.crop = net.config.crop
         self.cache_slices = cache_slices
@@ -66,6 +68,10 @@ class NetworkRunner:
         self.half = device.type == "cuda"
         with self._cache_lock:
             self._cache.clear()
+
+    def slice(self, z: int) -> np.ndarray:
+        """Slice z as the network reads it (a CT through its HU curve, engine/intensity.py)."""
+        return hounsfield_to_unit(self.volume[z]) if self._hounsfield else self.volume[z]
 
     @property
     def slice_shape(self) -> tuple[int, int]:
@@ -81,7 +87,7 @@ class NetworkRunner:
             if hit is not None:
                 self._cache.move_to_end((z, roi))
                 return hit
-        image = crop_image(self.volume[z], roi, self.crop).to(self.device)
+        image = crop_image(self.slice(z), roi, self.crop).to(self.device)
         with self._autocast():
             feats = self.net.encode_image(image)
             key = self.net.encode_key(feats)
@@ -117,7 +123,7 @@ class NetworkRunner:
     @torch.inference_mode()
     def score(self, z: int, mask: np.ndarray) -> float:
         """Predicted Dice of ``mask`` on slice z (the quality head of MRF)."""
-        image, mask_crop = quality_inputs(self.volume[z], mask, self.spacing, self.crop)
+        image, mask_crop = quality_inputs(self.slice(z), mask, self.spacing, self.crop)
         with self._autocast():
             return float(self.net.score(image.to(self.device), mask_crop.to(self.device))[0])
 

@@ -86,9 +86,9 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
-def load_config(path: str | Path) -> tuple[TrainConfig, Path]:
-    """Read a config file; returns it with the base folder that its relative paths refer to (the
-    parent of the folder holding the file, i.e. the repository root for ``configs/*.json``)."""
+def read_config_values(path: str | Path) -> dict:
+    """A config file's options, with those of the file it ``extends`` (a path relative to it) underneath:
+    an override file names only what differs from its base (``stages`` is replaced as a whole)."""
     path = Path(path)
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
@@ -97,7 +97,15 @@ def load_config(path: str | Path) -> tuple[TrainConfig, Path]:
         values = yaml.safe_load(text)
     else:
         values = json.loads(text)
-    return TrainConfig.from_dict(values), path.resolve().parent.parent
+    base = values.pop("extends", None)
+    return {**read_config_values(path.parent / base), **values} if base else values
+
+
+def load_config(path: str | Path) -> tuple[TrainConfig, Path]:
+    """Read a config file; returns it with the base folder that its relative paths refer to (the
+    parent of the folder holding the file, i.e. the repository root for ``configs/*.json``)."""
+    path = Path(path)
+    return TrainConfig.from_dict(read_config_values(path)), path.resolve().parent.parent
 
 
 def resolve(base: Path, value: str) -> Path:

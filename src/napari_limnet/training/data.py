@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine.intensity import hounsfield_to_unit, is_hounsfield
+
 # The ACDC files store 1 mm everywhere, but their slices are 5-10 mm apart: never reslice them.
 SLICE_SPACING_OVERRIDE = {"acdc_cine_mri": 7.0}
 
@@ -42,7 +44,10 @@ def read_case(data_root: Path, source: str, case: str) -> tuple[np.ndarray, np.n
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Robust 0.5-99.5 percentile window to 0..255: a quarter of the memory, any source range."""
+    """Robust 0.5-99.5 percentile window to 0..255: a quarter of the memory, any source range. A CT
+    goes through the engine's HU curve instead (engine/intensity.py), so training sees what use sees."""
+    if is_hounsfield(image):
+        return (hounsfield_to_unit(image) * 255 + 0.5).astype(np.uint8)
     finite = np.isfinite(image)
     lo, hi = np.percentile(image[finite], [0.5, 99.5]) if finite.any() else (0.0, 1.0)
     scaled = (np.nan_to_num(image, nan=lo) - lo) / max(hi - lo, 1e-6)

@@ -1,0 +1,34 @@
+"""What a scan's numbers mean before the network sees them.
+
+Most scans carry relative intensities (MRI, microscopy): each crop is stretched by its own percentiles
+(``crops.normalise``). CT carries Hounsfield units, where soft tissue (-200 to 300 HU) is a sliver of
+the range between air (-1000) and bone (up to 3000): stretched linearly, a parotid or a brainstem is a
+few grey levels beside bone. A CT is therefore first mapped through a soft-tissue-weighted curve, in
+use and in training alike. Whether a volume is CT is read from its values, never set by the user.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Piecewise-linear HU curve: air and lung, soft tissue (most of the output range), bone.
+HU_KNOTS = (-1024.0, -200.0, 300.0, 1500.0)
+OUT_KNOTS = (0.0, 0.15, 0.85, 1.0)
+AIR_HU = (-1100.0, -900.0)
+MIN_AIR_SHARE = 0.01  # a CT around a body holds at least this share of air voxels
+
+
+def is_hounsfield(volume: np.ndarray) -> bool:
+    """True for a CT in Hounsfield units: a visible share of voxels at air's value (-1000 HU), which
+    no MRI, microscopy or z-scored volume has, and tissue above it."""
+    if not np.issubdtype(volume.dtype, np.number) or volume.size == 0:
+        return False
+    step = max(1, round((volume.size / 2e5) ** (1 / 3)))
+    sample = np.asarray(volume[::step, ::step, ::step] if volume.ndim == 3 else volume, dtype=np.float32)
+    air = np.mean((sample >= AIR_HU[0]) & (sample <= AIR_HU[1]))
+    return bool(air >= MIN_AIR_SHARE and np.nanmax(sample) > 0)
+
+
+def hounsfield_to_unit(image: np.ndarray) -> np.ndarray:
+    """HU -> [0, 1] through the soft-tissue-weighted curve (float32; NaN stays NaN)."""
+    return np.interp(image, HU_KNOTS, OUT_KNOTS).astype(np.float32)
