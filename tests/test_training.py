@@ -47,13 +47,27 @@ def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
 
 
 def test_configs_parse():
-    for name in ("tiny-test.json", "cpu-small.json", "cpu-small-v3.json", "gpu-full.json", "gpu-v4.json"):
-        config, base = load_config(ROOT / "configs" / name)
-        assert config.stages and base == ROOT
-        assert {s.kind for s in config.stages} == {"interaction", "memory", "quality"}
-    for path in sorted((ROOT / "configs").glob("*.json")):  # every recipe the docs name must still load
+    """Every config in configs/ loads; an override names only what differs from its base."""
+    base, root = load_config(ROOT / "configs" / "base.json")
+    assert root == ROOT and not base.stages
+    for path in sorted((ROOT / "configs").glob("*.json")):
+        if path.name == "base.json":
+            continue
         config, _ = load_config(path)
         assert config.stages, path.name
+        assert json.loads(path.read_text())["extends"] == "base.json", path.name
+    tiny = load_config(ROOT / "configs" / "tiny-test.json")[0]
+    assert tiny.sources == () and tiny.min_object_voxels == base.min_object_voxels
+
+
+def test_config_override_changes_only_what_it_names(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.json").write_text(json.dumps({"seed": 3, "max_clicks": 4}))
+    (tmp_path / "configs" / "child.json").write_text(json.dumps(
+        {"extends": "base.json", "seed": 7, "stages": [{"kind": "quality", "steps": 1}]}))
+    config, root = load_config(tmp_path / "configs" / "child.json")
+    assert (config.seed, config.max_clicks, root) == (7, 4, tmp_path)
+    assert [s.kind for s in config.stages] == ["quality"]
 
 
 def test_short_training_lowers_loss(tmp_path):
