@@ -166,6 +166,20 @@ def test_thick_slice_sequences_skip_evenly_within_the_gap(monkeypatch):
     assert {abs(int(d)) for _ in range(10) for d in np.diff(np.rint(coarse.sample(6).image[:, 0, 0] * 255))} == {1}
 
 
+def test_merged_objects_join_only_touching_structures(monkeypatch):
+    """With ``merged_share`` 1 an object is a structure together with one that touches it (1 and 2
+    here); a structure that touches none (3) stays alone. Users outline unions an atlas separates."""
+    monkeypatch.setattr(augment, "geometry", lambda rng, img, msk, spacing: (img, msk, spacing))
+    monkeypatch.setattr(augment, "intensity", lambda rng, img: img)
+    labels = np.zeros((12, 32, 32), np.uint8)
+    labels[2:10, 4:10, 4:14], labels[2:10, 10:16, 4:14], labels[2:10, 22:28, 4:14] = 1, 2, 3
+    volume = Volume("v", np.zeros(labels.shape, np.uint8), labels, (3.0, 1.0, 1.0), (1, 2, 3))
+    sampler = Sampler([volume], np.random.default_rng(5), synthetic_share=0.0, pool_size=0, min_voxels=10,
+                      field_of_view_share=0.0, merged_share=1.0)
+    seen = {tuple(sorted(set(np.unique(labels[5][sampler.sample(2).mask[0]]).tolist()))) for _ in range(40)}
+    assert seen == {(1, 2), (3,)}
+
+
 def test_shipped_weights_load_and_match_model_card():
     path = shipped_weights_path()
     assert path.exists(), "no trained weights in the package"

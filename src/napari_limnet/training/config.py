@@ -42,6 +42,7 @@ class TrainConfig:
     object_share: tuple[float, float] | None = None  # their object extent / window side (None: sides uniform)
     thick_slice_share: float = 0.0  # propagation sequences that skip slices, as a thick-slice scan would
     max_slice_gap: float = 6.0  # mm: how far apart those sequences' slices may be
+    merged_share: float = 0.0  # samples whose object is a label merged with a label it touches
     min_object_voxels: int = 50
     max_clicks: int = 5  # interaction: up to this many simulated rounds before the trained one
     threads: int = 2

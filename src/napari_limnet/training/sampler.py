@@ -27,8 +27,10 @@ class Sampler:
     def __init__(self, volumes: list[Volume], rng: np.random.Generator, *, synthetic_share: float,
                  pool_size: int, min_voxels: int, field_of_view_share: float = 0.3,
                  object_share: tuple[float, float] | None = None, thick_slice_share: float = 0.0,
-                 max_slice_gap: float = 6.0) -> None:
+                 max_slice_gap: float = 6.0, merged_share: float = 0.0) -> None:
         self.volumes = volumes
+        self.merged_share = merged_share
+        self._touching: dict[str, list[tuple[int, int]]] = {}
         self.thick_slice_share = thick_slice_share
         self.max_slice_gap = max_slice_gap
         self.rng = rng
@@ -56,16 +58,29 @@ class Sampler:
         vol = self._volume()
         return vol, vol.objects[int(self.rng.integers(len(vol.objects)))]
 
+    def _merged_with(self, vol: Volume, label: int) -> tuple[int, ...]:
+        """``label`` alone, or for ``merged_share`` of the draws ``label`` together with a structure it
+        touches (ventricle and myocardium, brainstem and cord): users outline unions of the structures
+        an atlas separates, and the network must follow the click, not a list of anatomies."""
+        if not self.merged_share or self.rng.random() >= self.merged_share:
+            return (label,)
+        if vol.name not in self._touching:
+            self._touching[vol.name] = touching_labels(vol.labels, vol.objects)
+        partners = [b for a, b in self._touching[vol.name] if a == label] + [
+            a for a, b in self._touching[vol.name] if b == label]
+        return (label, partners[int(self.rng.integers(len(partners)))]) if partners else (label,)
+
     def sample(self, length: int, with_anchor: bool = False, *, crossing_share: float = 0.5) -> Sample:
         """``crossing_share`` of the sequences (length > 2) run off the end of the object, so that
         propagation learns to stop."""
         rng = self.rng
         while True:
             vol, label = self.draw_object()
+            labels_of_object = self._merged_with(vol, label)
             axes = vol.reslice_axes() or (0,)
             axis = int(axes[int(rng.integers(len(axes)))]) if 0 not in axes or rng.random() < 0.5 else 0
             image, labels = np.moveaxis(vol.image, axis, 0), np.moveaxis(vol.labels, axis, 0)
-            obj = labels == label
+            obj = np.isin(labels, labels_of_object)
             present = np.flatnonzero(obj.reshape(obj.shape[0], -1).any(1))
             n = obj.shape[0]
             d = (1 if rng.random() < 0.5 else -1) * self._stride(vol.spacing[axis], length)
@@ -125,3 +140,15 @@ class Sampler:
             start = int(self.rng.integers(max(0, hi + 1 - extent), min(lo, size - extent) + 1))
             out.append(slice(start, start + extent))
         return img[:, out[0], out[1]], msk[:, out[0], out[1]]
+
+
+def touching_labels(labels: np.ndarray, objects: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Pairs (a, b), a < b, of object labels that share a face somewhere in the volume."""
+    pairs = set()
+    for axis in range(labels.ndim):
+        a = np.moveaxis(labels, axis, 0)
+        lo, hi = a[:-1].ravel(), a[1:].ravel()
+        differ = (lo != hi) & (lo > 0) & (hi > 0)
+        for x, y in zip(lo[differ].tolist(), hi[differ].tolist()):
+            pairs.add((min(x, y), max(x, y)))
+    return sorted(p for p in pairs if p[0] in objects and p[1] in objects)

@@ -92,7 +92,8 @@ class Trainer:
                                pool_size=config.synthetic_pool, min_voxels=config.min_object_voxels,
                                field_of_view_share=config.field_of_view_share,
                                object_share=config.object_share,
-                               thick_slice_share=config.thick_slice_share, max_slice_gap=config.max_slice_gap)
+                               thick_slice_share=config.thick_slice_share, max_slice_gap=config.max_slice_gap,
+                               merged_share=config.merged_share)
         self._write({"event": "start", "device": str(self.device), "parameters": count_parameters(self.net),
                      "ranks": self.ranks.world, "train_volumes": len(train_volumes),
                      "val_objects": len(self.val_set),
