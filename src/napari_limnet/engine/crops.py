@@ -185,6 +185,14 @@ def prompt_maps(roi: Roi, pos, neg, prev: np.ndarray, crop: int) -> torch.Tensor
     return torch.cat([maps, crop_mask(prev, roi, crop)], dim=1)
 
 
+def box_prior(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """The ellipse inscribed in box (y0, x0, y1, x1, inclusive): a box prompt as a rough mask."""
+    y0, x0, y1, x1 = box
+    yy, xx = np.ogrid[:shape[0], :shape[1]]
+    cy, cx, ry, rx = (y0 + y1) / 2, (x0 + x1) / 2, (y1 - y0 + 1) / 2, (x1 - x0 + 1) / 2
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
 def quality_inputs(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float], crop: int):
     """The quality head's view of a slice mask: image and mask in the mask's own window. Every
     candidate of a slice is framed this way, in use and in training, so that their scores compare."""

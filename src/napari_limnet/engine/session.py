@@ -177,18 +177,45 @@ class Session:
 
     def click_iter(self, point, positive: bool = True) -> Iterator[RoundUpdate]:
         """Run one round, yielding the clicked slice's mask first, then each propagated slice."""
-        vz, vy, vx = self._check_point(point)
-        oz, oy, ox = self._oriented((vz, vy, vx))
+        vpoint = self._check_point(point)
+        oz, oy, ox = self._oriented(vpoint)
+
+        def first_mask(index: int):
+            new_click = Click(tuple(vpoint), bool(positive), index)
+            on_slice = [c for c in self._clicks if self._oriented(c.point)[0] == oz] + [new_click]
+            pos = [self._oriented(c.point)[1:] for c in on_slice if c.positive]
+            neg = [self._oriented(c.point)[1:] for c in on_slice if not c.positive]
+            current = self._omask[oz].copy()
+            if pos:
+                return self._runner.segment_slice(oz, pos, neg, current), False, new_click
+            return self._trim(oz, neg, current), True, new_click
+
+        yield from self._round(oz, first_mask)
+
+    def box(self, box) -> np.ndarray:
+        """Run one round from a box drawn on a slice; returns the fused mask (see ``box_iter``)."""
+        for _ in self.box_iter(box):
+            pass
+        return self.mask
+
+    def box_iter(self, box) -> Iterator[RoundUpdate]:
+        """A round whose prompt is a rectangle ``(z, y0, x0, y1, x1)`` on slice z of the session's axis
+        (corners in the other two axes, in order, inclusive): the box gives the slice's mask, which
+        propagates and fuses as a click's does; later clicks on that slice correct it."""
+        oz, *corners = self._check_box(box)
+        yield from self._round(oz, lambda index: (self._runner.segment_box(oz, tuple(corners)), False, None))
+
+    def _round(self, oz: int, first_mask) -> Iterator[RoundUpdate]:
         generation = self._next_generation()
         start = time.perf_counter()
         try:
-            yield from self._run_round(generation, (vz, vy, vx), (oz, oy, ox), bool(positive), start)
+            yield from self._run_round(generation, oz, first_mask, start)
         except torch.cuda.OutOfMemoryError:
             if self.device.type != "cuda":
                 raise
             warnings.warn("CUDA ran out of memory: continuing on the CPU", RuntimeWarning, stacklevel=2)
             self._move_to_cpu()
-            yield from self._run_round(generation, (vz, vy, vx), (oz, oy, ox), bool(positive), start)
+            yield from self._run_round(generation, oz, first_mask, start)
 
     def cancel(self) -> None:
         """Stop the running round (thread-safe, returns at once); it commits nothing."""
@@ -250,6 +277,23 @@ class Session:
             raise ValueError(f"click {tuple(coords)} lies outside the volume of shape {self.shape}")
         return idx
 
+    def _check_box(self, box) -> tuple[int, int, int, int, int]:
+        """(z, y0, x0, y1, x1) -> oriented slice and sorted, in-volume corners, or a clear error."""
+        try:
+            coords = np.asarray(box, dtype=float).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"a box is five coordinates (z, y0, x0, y1, x1), got {box!r}") from exc
+        if coords.size != 5 or not np.isfinite(coords).all():
+            raise ValueError(f"a box is five finite coordinates (z, y0, x0, y1, x1), got {box!r}")
+        z, y0, x0, y1, x1 = (int(np.floor(c + 0.5)) for c in coords)
+        in_plane = [n for i, n in enumerate(self.shape) if i != self.axis]
+        (y0, y1), (x0, x1) = sorted((y0, y1)), sorted((x0, x1))
+        if not (0 <= z < self.n_slices and y0 >= 0 and x0 >= 0 and y1 < in_plane[0] and x1 < in_plane[1]):
+            raise ValueError(f"box {[float(c) for c in coords]} reaches outside the volume of shape {self.shape}")
+        if y1 - y0 < 1 or x1 - x0 < 1:
+            raise ValueError(f"box {[float(c) for c in coords]} is a line or a point: draw a rectangle")
+        return z, y0, x0, y1, x1
+
     def _oriented(self, point: tuple[int, int, int]) -> tuple[int, int, int]:
         rest = [p for i, p in enumerate(point) if i != self.axis]
         return point[self.axis], rest[0], rest[1]
@@ -287,23 +331,17 @@ class Session:
         anchors[clicked] = mask2d
         return anchors
 
-    def _run_round(self, generation: int, vpoint, opoint, positive: bool, start: float) -> Iterator[RoundUpdate]:
+    def _run_round(self, generation: int, oz: int, first_mask, start: float) -> Iterator[RoundUpdate]:
+        """One round on oriented slice oz: ``first_mask(round index)`` gives the slice's mask, whether it
+        is a trimmed leftover (see _walk), and the click to record (None for a box)."""
         def cancelled() -> bool:
             return self._generation != generation
 
-        oz, oy, ox = opoint
         total = self.n_slices
         with self._lock:
             if cancelled():
                 return
-            index = len(self._rounds)
-            new_click = Click(tuple(vpoint), positive, index)
-            on_slice = [c for c in self._clicks if self._oriented(c.point)[0] == oz] + [new_click]
-            pos = [self._oriented(c.point)[1:] for c in on_slice if c.positive]
-            neg = [self._oriented(c.point)[1:] for c in on_slice if not c.positive]
-            current = self._omask[oz].copy()
-            mask2d = self._runner.segment_slice(oz, pos, neg, current) if pos else self._trim(oz, neg, current)
-            trimmed = not pos
+            mask2d, trimmed, new_click = first_mask(len(self._rounds))
             anchors = self._anchors(oz, mask2d)
             entries = self._runner.anchor_entries(anchors)
         first_mask_s = time.perf_counter() - start
@@ -336,7 +374,8 @@ class Session:
             if cancelled():
                 return
             self._rounds.append(new)
-            self._clicks.append(new_click)
+            if new_click is not None:
+                self._clicks.append(new_click)
             self._refuse(sorted(new.candidates))
             self.last_timing = RoundTiming(first_mask_s, time.perf_counter() - start, len(new.candidates) - 1)
 
