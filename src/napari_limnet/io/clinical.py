@@ -1,0 +1,181 @@
+"""Clinical formats through SimpleITK: NRRD (.nrrd/.nhdr), MetaImage (.mha/.mhd), DICOM series folders.
+
+ITK places voxels in LPS patient coordinates (origin, direction, spacing); ``Volume.affine`` follows
+NIfTI (index (x, y, z) to RAS+ millimetres), so geometry is converted with the LPS -> RAS flip here and
+back when writing. A DICOM scan and its NIfTI conversion therefore get the same affine, and a label
+written in either format overlays the scan in any viewer. SimpleITK is imported only when one of these
+formats is used (it adds about 0.3 s).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .volumes import Volume, VolumeError, spacing_of, zyx_shape
+
+READ_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+WRITE_SUFFIXES = (".nrrd",)  # single-file NRRD: written atomically like the others
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+POSITION, ORIENTATION = "0020|0032", "0020|0037"  # DICOM Image Position / Orientation (Patient)
+EVEN_SPACING = 0.1  # a slice gap may differ from the typical one by this share before the series is refused
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    # ITK prints its warnings to stderr in C++ form; the conditions they report are checked here and
+    # raised as one clear VolumeError instead.
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    return sitk
+
+
+def _one_line(exc: Exception) -> str:
+    """The useful last line of an ITK exception (they span several lines and name C++ source files)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    return re.sub(r"^(s?itk::ERROR: )?(\w+\(0x[0-9a-f]+\): )?(\[\w+\] )?", "", last)
+
+
+# ---- single files: NRRD and MetaImage ------------------------------------------------------------
+def probe_file(path) -> tuple[int, ...]:
+    """(z, y, x) shape from the header alone; ``VolumeError`` if unreadable or not one 3D channel."""
+    reader = _sitk().ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise VolumeError(f"{path}: not a readable image ({_one_line(exc)})") from exc
+    if reader.GetNumberOfComponents() != 1:
+        raise VolumeError(f"{path}: expected one channel, got {reader.GetNumberOfComponents()}")
+    return zyx_shape(tuple(reader.GetSize()), path)
+
+
+def read_file(path) -> Volume:
+    """Read a .nrrd/.nhdr/.mha/.mhd file as a ``Volume`` (voxels checked after the header)."""
+    probe_file(path)
+    sitk = _sitk()
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise VolumeError(f"{path}: voxel data are truncated or corrupt ({_one_line(exc)})") from exc
+    fmt = "nrrd" if str(path).lower().endswith((".nrrd", ".nhdr")) else "metaimage"
+    return _volume(_as_3d(image, path), path, {"format": fmt})
+
+
+# ---- DICOM series folders ------------------------------------------------------------------------
+def probe_series(folder) -> tuple[int, ...]:
+    """(z, y, x) shape of the one DICOM series in ``folder``, from the slice headers."""
+    files = _series_files(folder)
+    reader = _sitk().ImageFileReader()
+    reader.SetFileName(files[0])
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise VolumeError(f"{folder}: {Path(files[0]).name} is not a readable DICOM slice ({_one_line(exc)})") \
+            from exc
+    x, y, *z = reader.GetSize()
+    return (len(files) if len(files) > 1 else (z[0] if z else 1), y, x)
+
+
+def read_series(folder) -> Volume:
+    """Read the DICOM series in ``folder`` (sorted by slice position, rescale slope/intercept applied).
+
+    Refused with one line: a folder without a series or with several, slices that are damaged, and
+    gaps (missing slices) that would stretch the scan.
+    """
+    sitk = _sitk()
+    files = _series_files(folder)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise VolumeError(f"{folder}: the DICOM series could not be read ({_one_line(exc)})") from exc
+    if len(files) > 1:
+        _check_even_slices(folder, [reader.GetMetaData(i, POSITION) if reader.HasMetaDataKey(i, POSITION)
+                                    else None for i in range(len(files))])
+    uid = reader.GetMetaData(0, "0020|000e").strip() if reader.HasMetaDataKey(0, "0020|000e") else ""
+    return _volume(_as_3d(image, folder), folder, {"format": "dicom", "series_uid": uid, "files": len(files)})
+
+
+def _series_files(folder) -> tuple[str, ...]:
+    sitk = _sitk()
+    folder = str(folder)
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    if not ids:
+        raise VolumeError(f"{folder}: no DICOM series in this folder")
+    if len(ids) > 1:
+        raise VolumeError(f"{folder}: holds {len(ids)} DICOM series; open a folder with one series "
+                          f"(series UIDs: {', '.join(ids)})")
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, ids[0])
+    left_out = sorted(set(_dicom_like(folder)) - {os.path.abspath(f) for f in files})
+    if left_out:  # GDCM skips damaged slices silently: the series would have a hole
+        raise VolumeError(f"{folder}: {Path(left_out[0]).name} is damaged or not a complete DICOM slice "
+                          f"({len(left_out)} such file(s)); the series would have a gap")
+    return files
+
+
+def _dicom_like(folder: str) -> list[str]:
+    """Files that announce themselves as DICOM (the 'DICM' mark at byte 128), DICOMDIR indexes aside."""
+    found = []
+    for entry in os.scandir(folder):
+        if entry.is_file() and entry.name.upper() != "DICOMDIR":
+            with open(entry.path, "rb") as fh:
+                if fh.read(132)[128:] == b"DICM":
+                    found.append(os.path.abspath(entry.path))
+    return found
+
+
+def _check_even_slices(folder, positions: list[str | None]) -> None:
+    """Refuse a series whose slices are not evenly spaced: a missing slice would silently stretch it."""
+    if any(p is None for p in positions):
+        return  # no positions (e.g. secondary captures): nothing to check against
+    points = np.array([[float(v) for v in p.split("\\")] for p in positions])
+    gaps = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    typical = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - typical)))
+    if typical <= 0 or abs(gaps[worst] - typical) > EVEN_SPACING * typical:
+        raise VolumeError(f"{folder}: slices are not evenly spaced ({gaps[worst]:.3g} mm between slices "
+                          f"{worst + 1} and {worst + 2}, {typical:.3g} mm elsewhere): the series is "
+                          f"incomplete or mixes scans")
+
+
+# ---- shared ----------------------------------------------------------------------------------------
+def _as_3d(image, path):
+    """A 3D single-channel ITK image: 2D becomes one slice, a singleton 4th axis is dropped."""
+    sitk = _sitk()
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeError(f"{path}: expected one channel, got {image.GetNumberOfComponentsPerPixel()}")
+    zyx_shape(tuple(image.GetSize()), path)
+    if image.GetDimension() == 2:
+        return sitk.JoinSeries([image])
+    if image.GetDimension() == 4:
+        return sitk.Extract(image, [*image.GetSize()[:3], 0], [0, 0, 0, 0])
+    return image
+
+
+def _volume(image, path, header: dict) -> Volume:
+    matrix = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3) * np.asarray(image.GetSpacing())
+    affine = np.eye(4)
+    affine[:3, :3] = LPS_TO_RAS @ matrix
+    affine[:3, 3] = LPS_TO_RAS @ np.asarray(image.GetOrigin())
+    spacing = spacing_of(affine)
+    data = np.ascontiguousarray(_sitk().GetArrayFromImage(image))  # ITK (x, y, z) is numpy (z, y, x)
+    return Volume(data, spacing, affine, {**header, "source": str(path), "spacing": spacing, "unit": "mm"})
+
+
+def write_file(tmp: Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write (z, y, x) labels with the geometry of ``affine`` (NIfTI convention) as compressed NRRD."""
+    sitk = _sitk()
+    matrix = LPS_TO_RAS @ affine[:3, :3]
+    spacing = np.linalg.norm(matrix, axis=0)
+    image = sitk.GetImageFromArray(data)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((matrix / spacing).ravel().tolist())
+    image.SetOrigin((LPS_TO_RAS @ affine[:3, 3]).tolist())
+    sitk.WriteImage(image, str(tmp), useCompression=True)
