@@ -60,6 +60,7 @@ def test_writer_round_trip_keeps_affine_and_values(scan, tmp_path):
     tif = write_labels_layer(str(tmp_path / "out.tif"), labels, {"metadata": {}, "scale": (2.0, 0.5, 0.6)})
     assert read_volume(tif[0]).spacing == pytest.approx((2.0, 0.5, 0.6))
     nrrd = write_labels_layer(str(tmp_path / "out.nrrd"), labels, {"metadata": kwargs["metadata"]})
+    assert nrrd == [str(tmp_path / "out.nrrd")]
     np.testing.assert_allclose(read_volume(nrrd[0]).affine, AFFINE, atol=1e-6)
 
 
