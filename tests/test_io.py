@@ -213,7 +213,7 @@ def _refusal(path) -> str:
     return message
 
 
-def test_incomplete_or_damaged_series_are_one_clear_line(tmp_path):
+def test_incomplete_or_damaged_series_are_one_clear_line(tmp_path, capfd):
     files = _series(tmp_path, 5, "gap")
     files[2].unlink()  # a slice lost in transfer
     assert "not evenly spaced" in _refusal(tmp_path / "gap")
@@ -236,6 +236,10 @@ def test_incomplete_or_damaged_series_are_one_clear_line(tmp_path):
     cut = tmp_path / "cut.mha"
     cut.write_bytes(good.read_bytes()[:-100])
     assert "truncated or corrupt" in _refusal(cut)
+    sitk.WriteImage(oblique_image((4, 6, 5)), str(tmp_path / "detached.mhd"))
+    (tmp_path / "detached.raw").unlink()  # the header's data file did not come along
+    assert "Cannot open data file" in _refusal(tmp_path / "detached.mhd")
+    assert capfd.readouterr().err == ""  # the reasons are in the one line, nothing else was printed
 
 
 def test_only_writable_formats_are_accepted_before_any_work(tmp_path):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +35,33 @@ def _sitk():
     return sitk
 
 
-def _one_line(exc: Exception) -> str:
-    """The useful last line of an ITK exception (they span several lines and name C++ source files)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    last = lines[-1] if lines else type(exc).__name__
-    return re.sub(r"^(s?itk::ERROR: )?(\w+\(0x[0-9a-f]+\): )?(\[\w+\] )?", "", last)
+def _itk(call, failure: str):
+    """Run one ITK call; its failure becomes a one-line ``VolumeError`` starting with ``failure``.
+
+    ITK exceptions span lines and name C++ source files, and MetaIO/GDCM print some reasons straight
+    to the process's stderr: that text is caught and goes into the message (replayed if the call works).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            result, error = call(), None
+        except RuntimeError as exc:
+            result, error = None, exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        printed = [ln.strip() for ln in caught.read().decode(errors="replace").splitlines() if ln.strip()]
+    if error is not None:
+        lines = [ln.strip() for ln in str(error).splitlines()[1:] if ln.strip()]  # [0] names the C++ file
+        reasons = [re.sub(r"^(\[\w+\] |(s?itk::|ITK )ERROR: (\w+\(0x[0-9a-f]+\): )?)", "", ln)
+                   for ln in [*lines[:1], *lines[1:][-1:], *printed]]
+        raise VolumeError(f"{failure} ({'; '.join(dict.fromkeys(reasons)) or type(error).__name__})") from error
+    if printed:
+        print("\n".join(printed), file=sys.stderr)
+    return result
 
 
 # ---- single files: NRRD and MetaImage ------------------------------------------------------------
@@ -45,10 +69,7 @@ def probe_file(path) -> tuple[int, ...]:
     """(z, y, x) shape from the header alone; ``VolumeError`` if unreadable or not one 3D channel."""
     reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise VolumeError(f"{path}: not a readable image ({_one_line(exc)})") from exc
+    _itk(reader.ReadImageInformation, f"{path}: not a readable image")
     if reader.GetNumberOfComponents() != 1:
         raise VolumeError(f"{path}: expected one channel, got {reader.GetNumberOfComponents()}")
     return zyx_shape(tuple(reader.GetSize()), path)
@@ -57,11 +78,7 @@ def probe_file(path) -> tuple[int, ...]:
 def read_file(path) -> Volume:
     """Read a .nrrd/.nhdr/.mha/.mhd file as a ``Volume`` (voxels checked after the header)."""
     probe_file(path)
-    sitk = _sitk()
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise VolumeError(f"{path}: voxel data are truncated or corrupt ({_one_line(exc)})") from exc
+    image = _itk(lambda: _sitk().ReadImage(str(path)), f"{path}: voxel data are missing, truncated or corrupt")
     fmt = "nrrd" if str(path).lower().endswith((".nrrd", ".nhdr")) else "metaimage"
     return _volume(_as_3d(image, path), path, {"format": fmt})
 
@@ -72,11 +89,7 @@ def probe_series(folder) -> tuple[int, ...]:
     files = _series_files(folder)
     reader = _sitk().ImageFileReader()
     reader.SetFileName(files[0])
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as exc:
-        raise VolumeError(f"{folder}: {Path(files[0]).name} is not a readable DICOM slice ({_one_line(exc)})") \
-            from exc
+    _itk(reader.ReadImageInformation, f"{folder}: {Path(files[0]).name} is not a readable DICOM slice")
     x, y, *z = reader.GetSize()
     return (len(files) if len(files) > 1 else (z[0] if z else 1), y, x)
 
@@ -92,10 +105,7 @@ def read_series(folder) -> Volume:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise VolumeError(f"{folder}: the DICOM series could not be read ({_one_line(exc)})") from exc
+    image = _itk(reader.Execute, f"{folder}: the DICOM series could not be read")
     if len(files) > 1:
         _check_even_slices(folder, [reader.GetMetaData(i, POSITION) if reader.HasMetaDataKey(i, POSITION)
                                     else None for i in range(len(files))])
@@ -106,13 +116,16 @@ def read_series(folder) -> Volume:
 def _series_files(folder) -> tuple[str, ...]:
     sitk = _sitk()
     folder = str(folder)
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder)
+    ids = _itk(lambda: sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder), f"{folder}: not a readable folder")
     if not ids:
-        raise VolumeError(f"{folder}: no DICOM series in this folder")
+        nested = any(entry.is_dir() for entry in os.scandir(folder))
+        raise VolumeError(f"{folder}: no DICOM series in this folder"
+                          + (" (subfolders are not searched: open the folder of one series)" if nested else ""))
     if len(ids) > 1:
         raise VolumeError(f"{folder}: holds {len(ids)} DICOM series; open a folder with one series "
                           f"(series UIDs: {', '.join(ids)})")
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, ids[0])
+    files = _itk(lambda: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, ids[0]),
+                 f"{folder}: the DICOM series could not be listed")
     left_out = sorted(set(_dicom_like(folder)) - {os.path.abspath(f) for f in files})
     if left_out:  # GDCM skips damaged slices silently: the series would have a hole
         raise VolumeError(f"{folder}: {Path(left_out[0]).name} is damaged or not a complete DICOM slice "
