@@ -126,6 +126,23 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["mask.nii.gz"]  # and no temporary file is left behind
 
 
+def test_nrrd_write_is_atomic_too(tmp_path, monkeypatch):
+    target = tmp_path / "mask.nrrd"
+    write_labels(target, np.ones((2, 3, 4), dtype=np.uint8))
+    before = target.read_bytes()
+
+    def broken_write(image, filename, *args, **kwargs):
+        with open(filename, "wb") as fh:
+            fh.write(b"partial")
+        raise RuntimeError("ITK ERROR: NrrdImageIO(0x1): Write: No space left on device")
+
+    monkeypatch.setattr(sitk, "WriteImage", broken_write)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_labels(target, np.zeros((2, 3, 4), dtype=np.uint8))
+    assert target.read_bytes() == before
+    assert os.listdir(tmp_path) == ["mask.nrrd"]
+
+
 def test_labels_are_validated(tmp_path):
     with pytest.raises(ValueError, match="3D"):
         write_labels(tmp_path / "x.nii.gz", np.zeros((3, 3)))

@@ -19,10 +19,8 @@ import numpy as np
 
 from .volumes import Volume, VolumeError, spacing_of, zyx_shape
 
-READ_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-WRITE_SUFFIXES = (".nrrd",)  # single-file NRRD: written atomically like the others
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
-POSITION, ORIENTATION = "0020|0032", "0020|0037"  # DICOM Image Position / Orientation (Patient)
+POSITION, SERIES_UID = "0020|0032", "0020|000e"  # DICOM tags: Image Position (Patient), Series Instance UID
 EVEN_SPACING = 0.1  # a slice gap may differ from the typical one by this share before the series is refused
 
 
@@ -109,7 +107,7 @@ def read_series(folder) -> Volume:
     if len(files) > 1:
         _check_even_slices(folder, [reader.GetMetaData(i, POSITION) if reader.HasMetaDataKey(i, POSITION)
                                     else None for i in range(len(files))])
-    uid = reader.GetMetaData(0, "0020|000e").strip() if reader.HasMetaDataKey(0, "0020|000e") else ""
+    uid = reader.GetMetaData(0, SERIES_UID).strip() if reader.HasMetaDataKey(0, SERIES_UID) else ""
     return _volume(_as_3d(image, folder), folder, {"format": "dicom", "series_uid": uid, "files": len(files)})
 
 
@@ -191,4 +189,7 @@ def write_file(tmp: Path, data: np.ndarray, affine: np.ndarray) -> None:
     image.SetSpacing(spacing.tolist())
     image.SetDirection((matrix / spacing).ravel().tolist())
     image.SetOrigin((LPS_TO_RAS @ affine[:3, 3]).tolist())
-    sitk.WriteImage(image, str(tmp), useCompression=True)
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+    except RuntimeError as exc:  # a failed write (disk full, ...) is an OSError like NIfTI's and TIFF's
+        raise OSError(f"the NRRD writer failed: {str(exc).strip().splitlines()[-1]}") from exc

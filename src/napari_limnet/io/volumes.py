@@ -24,7 +24,7 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")  # read through SimpleITK (see clinical.py)
 SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + ITK_SUFFIXES
-WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".tif", ".tiff")
+WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".tif", ".tiff")  # single-file formats, so writes stay atomic
 
 
 class VolumeError(ValueError):
