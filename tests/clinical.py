@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,14 @@ def oblique_image(shape_zyx=(3, 6, 5), seed: int = 0) -> sitk.Image:
 
 def write_dicom_series(folder: Path, image: sitk.Image, uid: str = SERIES_UID) -> list[Path]:
     """One DICOM file per slice, with the position and orientation tags a scanner writes."""
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's writer switches the process to the C locale...
+    try:
+        return _write_slices(folder, image, uid)
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)  # ...which would make later tests write text as ASCII
+
+
+def _write_slices(folder: Path, image: sitk.Image, uid: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     orientation = "\\".join(f"{v:.9f}" for v in (*direction[:, 0], *direction[:, 1]))
