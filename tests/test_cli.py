@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import tifffile
+from clinical import ras_point, write_dicom_series
 from synthetic import ellipsoid_volume
 
 from napari_limnet.cli import main, parse_click
+from napari_limnet.evaluation.cli import main as eval_main
+from napari_limnet.training.cli import main as train_main
 
 
 @pytest.fixture
@@ -47,9 +53,92 @@ def test_segment_writes_tiff_too(scan, tmp_path):
 def test_click_outside_is_one_clear_error(scan, tmp_path, capsys):
     path, _ = scan
     out = tmp_path / "mask.nii.gz"
-    assert main(["segment", str(path), "--click", "99,1,1", "--out", str(out), "--quiet"]) == 2
-    assert "outside the volume" in capsys.readouterr().err
+    absent = str(tmp_path / "absent.pt")  # had the network loaded first, this would be the error
+    assert main(["segment", str(path), "--click", "99,1,1", "--out", str(out), "--weights", absent]) == 2
+    err = capsys.readouterr().err
+    assert err == "limnet segment: error: click 99,1,1 is outside the volume (voxel indices z 0 to 15, " \
+                  "y 0 to 47, x 0 to 39)\n"
     assert not out.exists()
+
+
+def test_a_negative_coordinate_gets_the_same_message_with_or_without_equals(scan, tmp_path, capsys):
+    path, _ = scan
+    messages = []
+    for click in (["--click", "-1,20,20"], ["--click=-1,20,20"]):
+        assert main(["segment", str(path), *click, "--out", str(tmp_path / "m.nii.gz")]) == 2
+        messages.append(capsys.readouterr().err)
+    assert messages[0] == messages[1]
+    assert messages[0].startswith("limnet segment: error: click -1,20,20 is outside the volume")
+
+
+def test_click_mm_is_the_position_napari_shows(scan, tmp_path, capsys):
+    """The millimetres napari displays for a voxel of a scan opened with the plugin lead back to it."""
+    from napari.layers import Image
+
+    from napari_limnet.ui._reader import napari_get_reader
+
+    path, _ = scan
+    [(data, kwargs, _)] = napari_get_reader(str(path))(str(path))
+    world = Image(data, **kwargs).data_to_world((8, 24, 20))
+    assert not np.allclose(world, (8, 24, 20))  # anisotropic spacing: mm and voxels differ
+    by_voxel, by_mm = tmp_path / "voxel.nii.gz", tmp_path / "mm.nii.gz"
+    assert main(["segment", str(path), "--click", "8,24,20", "--out", str(by_voxel), "--quiet"]) == 0
+    mm = ",".join(f"{c:.4f}" for c in world)
+    assert main(["segment", str(path), "--click-mm", mm, "--out", str(by_mm), "--quiet"]) == 0
+    voxel_mask = np.asarray(nib.load(by_voxel).dataobj)
+    assert voxel_mask.any()
+    np.testing.assert_array_equal(np.asarray(nib.load(by_mm).dataobj), voxel_mask)
+    capsys.readouterr()
+    assert main(["segment", str(path), "--click-mm", "-1,3,3", "--out", str(by_mm)]) == 2
+    assert "click -1,3,3 mm is outside the volume (z 0 to 12, y 0 to 32.9, x 0 to 97.5 mm)" in capsys.readouterr().err
+
+
+def test_constant_scan_and_lone_negative_click_say_what_happened(scan, tmp_path, capsys):
+    path, affine = scan
+    flat = tmp_path / "flat.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((40, 48, 16), dtype=np.int16), affine), flat)
+    assert main(["segment", str(flat), "--click", "8,24,20", "--out", str(tmp_path / "a.nii.gz"), "--quiet"]) == 0
+    assert "warning: the scan is constant (every voxel is 0)" in capsys.readouterr().err
+    out = tmp_path / "b.nii.gz"
+    assert main(["segment", str(path), "--click", "8,3,3,-", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the mask is empty: only negative clicks were given" in err
+    assert not np.asarray(nib.load(out).dataobj).any()
+    assert main(["segment", str(path), "--click", "8,24,20", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and "replacing the file that was there" in err
+
+
+def test_segment_a_dicom_series_folder_into_nrrd(tmp_path):
+    image, _ = ellipsoid_volume(shape=(12, 40, 36))
+    series = sitk.GetImageFromArray(image.astype(np.int16))
+    series.SetSpacing((0.9, 0.9, 3.0))
+    series.SetOrigin((-20.0, 15.0, 40.0))
+    write_dicom_series(tmp_path / "series", series)
+    out = tmp_path / "mask.nrrd"
+    assert main(["segment", str(tmp_path / "series"), "--click", "6,20,18", "--out", str(out), "--quiet"]) == 0
+    mask = sitk.ReadImage(str(out))
+    assert mask.GetSize() == series.GetSize() and mask[18, 20, 6] == 1
+    np.testing.assert_allclose(ras_point(mask, (18, 20, 6)), ras_point(series, (18, 20, 6)), atol=1e-4)
+
+
+@pytest.mark.parametrize("entry", [lambda p: main(["eval", p]), lambda p: eval_main([p]),
+                                   lambda p: train_main(["train", p]), lambda p: main(["train", p])],
+                         ids=["limnet eval", "evaluation module", "training module", "limnet train"])
+def test_every_entry_point_reports_bad_input_in_one_line(entry, tmp_path, capsys):
+    assert entry(str(tmp_path / "missing")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ": error: " in err and "missing" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["segment", "--help"], ["view", "--help"]])
+def test_help_does_not_load_torch(argv):
+    """Help is instant: torch (seconds to import) loads only for commands that compute."""
+    code = ("import sys\nfrom napari_limnet.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)")
+    run = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert "usage: limnet" in run.stdout
+    assert run.stderr.strip().splitlines()[-1] == "False"
 
 
 def test_unreadable_input_is_one_clear_error(tmp_path, capsys):
@@ -59,22 +148,27 @@ def test_unreadable_input_is_one_clear_error(tmp_path, capsys):
     assert "limnet segment: error:" in capsys.readouterr().err
 
 
-def test_a_missing_weight_file_is_one_clear_error(scan, tmp_path, capsys):
+@pytest.mark.parametrize(("name", "message"), [
+    ("m.nii.gz", "weight file not found"),
+    # the output name is checked first, before any work: the missing weights are not even reached
+    ("mask.png", "mask.png: labels cannot be written in this file format; use one of .nii.gz")])
+def test_a_missing_weight_file_or_unwritable_output_is_one_clear_error(scan, tmp_path, capsys, name, message):
     path, _ = scan
-    out = tmp_path / "m.nii.gz"
+    out = tmp_path / name
     assert main(["segment", str(path), "--click", "8,24,20", "--out", str(out), "--weights",
                  str(tmp_path / "absent.pt")]) == 2
-    assert "limnet segment: error: weight file not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("limnet segment: error: ") and message in err
     assert not out.exists()
 
 
 @pytest.mark.parametrize(("text", "expected"), [("1,2,3", ((1, 2, 3), True)), ("4, 5.5, 6,-", ((4, 5.5, 6), False)),
-                                                ("1,2,3,+", ((1, 2, 3), True))])
+                                                ("1,2,3,+", ((1, 2, 3), True)), ("-1,2,3", ((-1, 2, 3), True))])
 def test_parse_click(text, expected):
-    assert parse_click(text) == expected
+    assert parse_click(text)[:2] == expected
 
 
-@pytest.mark.parametrize("text", ["1,2", "a,b,c", "1,2,3,4"])
+@pytest.mark.parametrize("text", ["1,2", "a,b,c", "1,2,3,4", "nan,1,1"])
 def test_parse_click_refuses_malformed(text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_click(text)
@@ -84,5 +178,7 @@ def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
     text = capsys.readouterr().out
-    for option in ("--click", "--out", "--axis", "--label", "--device", "--weights", "--no-fusion", "--no-reach"):
+    for option in ("--click", "--click-mm", "--out", "--axis", "--label", "--device", "--weights", "--no-fusion",
+                   "--no-reach"):
         assert option in text
+    assert "--click takes voxel indices" in " ".join(text.split())

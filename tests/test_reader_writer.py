@@ -5,6 +5,8 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
+from clinical import oblique_image, ras_point, write_dicom_series
 
 from napari_limnet.io import read_volume
 from napari_limnet.ui._reader import napari_get_reader
@@ -57,6 +59,50 @@ def test_writer_round_trip_keeps_affine_and_values(scan, tmp_path):
     np.testing.assert_allclose(back.affine, AFFINE)
     tif = write_labels_layer(str(tmp_path / "out.tif"), labels, {"metadata": {}, "scale": (2.0, 0.5, 0.6)})
     assert read_volume(tif[0]).spacing == pytest.approx((2.0, 0.5, 0.6))
+    nrrd = write_labels_layer(str(tmp_path / "out.nrrd"), labels, {"metadata": kwargs["metadata"]})
+    assert nrrd == [str(tmp_path / "out.nrrd")]
+    np.testing.assert_allclose(read_volume(nrrd[0]).affine, AFFINE, atol=1e-6)
+
+
+def test_dicom_folder_and_nrrd_open_in_napari_and_save_back_onto_the_scan(make_napari_viewer, tmp_path):
+    from npe2 import PluginManager
+
+    image = oblique_image((4, 6, 5))
+    write_dicom_series(tmp_path / "series", image)
+    sitk.WriteImage(image, str(tmp_path / "scan.nrrd"))
+    viewer = make_napari_viewer()
+    folder_readers = {r.plugin_name for r in PluginManager.instance().iter_compatible_readers([str(tmp_path)])}
+    assert "napari-limnet" in folder_readers  # a dropped folder offers this plugin's reader
+    assert napari_get_reader(str(tmp_path)) is None  # ...which declines folders without a DICOM series
+    [series] = viewer.open(str(tmp_path / "series"), plugin="napari-limnet")
+    [nrrd] = viewer.open(str(tmp_path / "scan.nrrd"), plugin="napari-limnet")
+    for layer in (series, nrrd):
+        np.testing.assert_array_equal(layer.data, sitk.GetArrayFromImage(image))
+        assert tuple(layer.scale) == pytest.approx((2.5, 0.8, 0.7))
+    assert series.name == "series" and nrrd.name == "scan"
+    labels = viewer.add_labels(np.zeros(series.data.shape, dtype=np.uint8), scale=series.scale,
+                               metadata=dict(series.metadata))
+    labels.data[3, 5, 4] = 2
+    viewer.layers.selection = {labels}
+    out = tmp_path / "mask.nrrd"
+    assert viewer.layers.save(str(out), selected=True, plugin="napari-limnet") == [str(out)]
+    written = sitk.ReadImage(str(out))
+    assert written[4, 5, 3] == 2
+    np.testing.assert_allclose(ras_point(written, (4, 5, 3)), ras_point(image, (4, 5, 3)), atol=1e-4)
+
+
+def test_save_dialog_offers_the_plugin_writer_under_the_documented_name(make_napari_viewer, tmp_path):
+    """napari's File > Save Selected Layers... preselects its builtin labels writer (always listed first),
+    which cannot write NIfTI; docs/formats.md tells users to pick this entry instead."""
+    from napari.plugins._npe2 import file_extensions_string_for_layers
+
+    viewer = make_napari_viewer()
+    labels = viewer.add_labels(np.zeros((3, 4, 5), dtype=np.uint8))
+    filters, writers = file_extensions_string_for_layers([labels])
+    entries = filters.split(";;")
+    ours = "LIM-Net interactive segmentation labels with the scan's geometry (*.nii.gz *.nii *.nrrd *.tif *.tiff)"
+    assert ours in entries
+    assert writers[entries.index(ours)].plugin_name == "napari-limnet"
 
 
 def test_corrupt_file_does_not_crash_napari(make_napari_viewer, tmp_path):

@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..command import run_command
+
 DEFAULT_METHODS = "limnet,limnet-no-mrf,random-walker"
 
 
@@ -102,8 +104,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="limnet eval", description="simulated-click benchmark")
     _configure(parser)
     args = parser.parse_args(argv)
-    try:
-        return run_eval(args)
-    except (ValueError, OSError) as exc:
-        print(f"limnet eval: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command("eval", lambda: run_eval(args))

@@ -1,5 +1,20 @@
-"""File input/output shared by the napari plugin and the command line (no napari, no Qt)."""
+"""File input/output shared by the napari plugin and the command line (no napari, no Qt).
 
-from .volumes import SUFFIXES, Volume, VolumeError, probe_volume, read_volume, suffix_of, write_labels
+``read_volume`` is the one scan reader (NIfTI, TIFF, NRRD, MetaImage, DICOM series folders);
+``write_labels`` the one label writer (NIfTI, NRRD, TIFF; atomic).
+"""
 
-__all__ = ["SUFFIXES", "Volume", "VolumeError", "probe_volume", "read_volume", "suffix_of", "write_labels"]
+from .volumes import (
+    SUFFIXES,
+    WRITE_SUFFIXES,
+    Volume,
+    VolumeError,
+    check_writable,
+    probe_volume,
+    read_volume,
+    suffix_of,
+    write_labels,
+)
+
+__all__ = ["SUFFIXES", "WRITE_SUFFIXES", "Volume", "VolumeError", "check_writable", "probe_volume", "read_volume",
+           "suffix_of", "write_labels"]

@@ -1,4 +1,5 @@
-"""Reading scans and writing label volumes: NIfTI (nibabel) and TIFF stacks (tifffile). No napari, no Qt.
+"""Reading scans and writing label volumes: NIfTI (nibabel), TIFF stacks (tifffile), and NRRD, MetaImage
+and DICOM series folders (SimpleITK, in ``clinical``). No napari, no Qt.
 
 Everything in the package sees volumes in (z, y, x) order with the voxel spacing in the same order.
 The geometry needed to put a mask back onto its scan (the NIfTI affine, qform/sform, units) travels
@@ -21,7 +22,9 @@ import numpy as np
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 TIFF_SUFFIXES = (".tif", ".tiff")
-SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")  # read through SimpleITK (see clinical.py)
+SUFFIXES = NIFTI_SUFFIXES + TIFF_SUFFIXES + ITK_SUFFIXES
+WRITE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".tif", ".tiff")  # single-file formats, so writes stay atomic
 
 
 class VolumeError(ValueError):
@@ -33,9 +36,10 @@ class Volume:
     """A 3D scan in (z, y, x) order.
 
     ``affine`` follows the NIfTI convention: it maps the file's voxel index (x, y, z, 1) -- that is
-    ``data[z, y, x]`` -- to world coordinates (millimetres, RAS+ for NIfTI). TIFF stacks get the
-    diagonal affine of their spacing. ``header`` holds plain values only (format, unit, qform/sform
-    and their codes, source path) so it can live in a napari layer's metadata.
+    ``data[z, y, x]`` -- to world coordinates (millimetres, RAS+ for NIfTI, NRRD, MetaImage and DICOM,
+    whose LPS geometry is converted). TIFF stacks get the diagonal affine of their spacing. ``header``
+    holds plain values only (format, unit, qform/sform and their codes, source path) so it can live in
+    a napari layer's metadata.
     """
 
     data: np.ndarray
@@ -53,10 +57,14 @@ def suffix_of(path: str | os.PathLike) -> str:
 def probe_volume(path: str | os.PathLike) -> tuple[int, ...]:
     """Check cheaply (header only) that ``path`` looks like a 3D image we can read; return its (z, y, x)
     shape. Raises ``VolumeError`` saying why not. Used to decline files before loading any voxels."""
+    if Path(path).is_dir():
+        from .clinical import probe_series
+
+        return probe_series(path)
     suffix = suffix_of(path)
     if suffix in NIFTI_SUFFIXES:
         img = _nifti_load(path)
-        return _zyx_shape(tuple(img.shape), path)
+        return zyx_shape(tuple(img.shape), path)
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
@@ -66,26 +74,47 @@ def probe_volume(path: str | os.PathLike) -> tuple[int, ...]:
                 return _tiff_layout(series.shape, series.axes, path)[1]
         except (OSError, ValueError, IndexError, tifffile.TiffFileError) as exc:
             raise VolumeError(f"{path}: not a readable TIFF ({exc})") from exc
-    raise VolumeError(f"{path}: unsupported file type (expected one of {', '.join(SUFFIXES)})")
+    if suffix in ITK_SUFFIXES:
+        from .clinical import probe_file
+
+        return probe_file(path)
+    raise _unsupported(path)
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
-    """Read a NIfTI file or a TIFF stack as a (z, y, x) ``Volume``.
+    """Read a scan as a (z, y, x) ``Volume``: a NIfTI, TIFF, NRRD or MetaImage file, or a folder holding
+    one DICOM series. The one reader for every caller (napari, the CLI, evaluation, training).
 
     2D images become one-slice volumes; singleton 4th dimensions are dropped. Multi-channel or
-    time series data are refused (``VolumeError``), as are corrupt or truncated files.
+    time series data are refused (``VolumeError``), as are corrupt or truncated files and incomplete
+    DICOM series.
     """
+    if not os.path.exists(path):
+        raise VolumeError(f"{path}: no such file or folder")
+    if Path(path).is_dir():
+        from .clinical import read_series
+
+        return read_series(path)
     suffix = suffix_of(path)
     if suffix in NIFTI_SUFFIXES:
         return _read_nifti(path)
     if suffix in TIFF_SUFFIXES:
         return _read_tiff(path)
-    raise VolumeError(f"{path}: unsupported file type (expected one of {', '.join(SUFFIXES)})")
+    if suffix in ITK_SUFFIXES:
+        from .clinical import read_file
+
+        return read_file(path)
+    raise _unsupported(path)
+
+
+def _unsupported(path) -> VolumeError:
+    return VolumeError(f"{path}: unsupported file type (expected a DICOM series folder or one of "
+                       f"{', '.join(SUFFIXES)})")
 
 
 def write_labels(path: str | os.PathLike, labels: np.ndarray, *, like: Volume | Mapping | None = None,
                  affine: np.ndarray | None = None, spacing=None) -> Path:
-    """Write a (z, y, x) label volume atomically as NIfTI or TIFF (chosen by the file suffix).
+    """Write a (z, y, x) label volume atomically as NIfTI, NRRD or TIFF (chosen by the file suffix).
 
     Geometry, first match wins: ``affine`` (NIfTI convention, see ``Volume``); the affine and header of
     ``like`` (a ``Volume`` or a mapping with ``affine``/``header`` keys, e.g. napari layer metadata);
@@ -93,9 +122,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, like: Volume | 
     integer type that holds them. Returns the written path.
     """
     path = Path(path)
-    suffix = suffix_of(path)
-    if not suffix:
-        raise ValueError(f"{path}: cannot tell the format; use one of {', '.join(SUFFIXES)}")
+    suffix = check_writable(path)
     data = _label_array(labels)
     header = dict(_get(like, "header") or {})
     if affine is None:
@@ -110,9 +137,23 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, like: Volume | 
         raise ValueError(f"affine must be 4x4, got shape {affine.shape}")
     if suffix in NIFTI_SUFFIXES:
         _atomic_write(path, suffix, lambda tmp: _write_nifti(tmp, data, affine, header))
+    elif suffix in TIFF_SUFFIXES:
+        _atomic_write(path, suffix, lambda tmp: _write_tiff(tmp, data, spacing_of(affine), header))
     else:
-        _atomic_write(path, suffix, lambda tmp: _write_tiff(tmp, data, _spacing_of(affine), header))
+        from .clinical import write_file
+
+        _atomic_write(path, suffix, lambda tmp: write_file(tmp, data, affine))
     return path
+
+
+def check_writable(path: str | os.PathLike) -> str:
+    """The suffix of a label file ``write_labels`` can write, or ``ValueError`` naming the ones it can.
+    Cheap: callers check an output name before any work."""
+    suffix = suffix_of(path)
+    if suffix not in WRITE_SUFFIXES:
+        raise ValueError(f"{path}: labels cannot be written in this file format; "
+                         f"use one of {', '.join(WRITE_SUFFIXES)}")
+    return suffix
 
 
 # ---- NIfTI ---------------------------------------------------------------------------------------
@@ -128,7 +169,7 @@ def _nifti_load(path):
     return img
 
 
-def _zyx_shape(shape: tuple[int, ...], path) -> tuple[int, ...]:
+def zyx_shape(shape: tuple[int, ...], path) -> tuple[int, ...]:
     """(x, y[, z, 1...]) NIfTI shape -> (z, y, x); refuses real 4D/5D data."""
     extra = shape[3:]
     if len(shape) < 2 or any(n != 1 for n in extra):
@@ -142,7 +183,7 @@ def _zyx_shape(shape: tuple[int, ...], path) -> tuple[int, ...]:
 
 def _read_nifti(path) -> Volume:
     img = _nifti_load(path)
-    shape = _zyx_shape(tuple(img.shape), path)
+    shape = zyx_shape(tuple(img.shape), path)
     try:
         raw = np.asanyarray(img.dataobj)  # applies scl_slope/scl_inter when the header sets them
     except Exception as exc:  # zlib/EOF/OSError on truncated or damaged files
@@ -153,7 +194,7 @@ def _read_nifti(path) -> Volume:
     qform, qcode = hdr.get_qform(coded=True)
     sform, scode = hdr.get_sform(coded=True)
     space_unit, _ = hdr.get_xyzt_units()
-    spacing = _spacing_of(affine)
+    spacing = spacing_of(affine)
     header = {
         "format": "nifti",
         "source": str(path),
@@ -278,7 +319,7 @@ def _get(like, key):
     return getattr(like, key, None)
 
 
-def _spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
+def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
     """(z, y, x) voxel size: lengths of the affine's columns (x, y, z), reversed."""
     sx, sy, sz = (_positive(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))
     return (sz, sy, sx)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..command import run_command
 from ..model import load_model
 from .config import TrainConfig, load_config, resolve
 from .data import val_volumes
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="limnet")
     add_train_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command("train", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""napari reader for NIfTI and TIFF volumes.
+"""napari reader for NIfTI, TIFF, NRRD and MetaImage volumes and DICOM series folders.
 
 napari's contract: ``napari_get_reader`` returns a callable or ``None`` and never raises. Files we
 cannot read are declined up front from their header (cheap), with the reason logged, so napari can
@@ -17,12 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def napari_get_reader(path):
-    """Return ``read_layers`` if ``path`` is one NIfTI/TIFF file that looks readable, else None."""
+    """Return ``read_layers`` if ``path`` is one scan file or DICOM series folder that looks readable,
+    else None."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
-    if not isinstance(path, (str, Path)) or not suffix_of(path):
+    if not isinstance(path, (str, Path)) or not (suffix_of(path) or Path(path).is_dir()):
         return None
     try:
         probe_volume(path)
@@ -50,6 +51,6 @@ def image_kwargs(volume: Volume, *, name: str) -> dict:
 
 
 def _stem(path) -> str:
-    name = Path(path).name
+    name = Path(path).resolve().name if Path(path).is_dir() else Path(path).name  # "." names its folder
     suffix = suffix_of(name)
     return name[: -len(suffix)] if suffix else name

@@ -1,4 +1,4 @@
-"""napari writer for labels layers: NIfTI with the source scan's geometry, or TIFF.
+"""napari writer for labels layers: NIfTI or NRRD with the source scan's geometry, or TIFF.
 
 The widget copies the image layer's ``metadata`` (affine and header, set by our reader) onto the labels
 layer it creates, so a saved mask overlays the scan in any other tool. Labels layers without that
