@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import sys
 
@@ -182,3 +183,28 @@ def test_help_explains_every_option(capsys):
                    "--no-reach"):
         assert option in text
     assert "--click takes voxel indices" in " ".join(text.split())
+
+
+def test_segment_from_a_box_then_a_click(scan, tmp_path, capsys):
+    path, _ = scan
+    image, ref = ellipsoid_volume(shape=(16, 48, 40))
+    z = int(np.argmax(ref.sum(axis=(1, 2))))
+    rows, cols = np.flatnonzero(ref[z].any(1)), np.flatnonzero(ref[z].any(0))
+    box = f"{z},{rows[0]},{cols[0]},{rows[-1]},{cols[-1]}"
+    out = tmp_path / "box.nii.gz"
+    assert main(["segment", str(path), "--box", box, "--click", f"{z},{rows[0] + 1},{cols[0] + 1},-",
+                 "--out", str(out), "--quiet"]) == 0
+    mask = np.transpose(np.asarray(nib.load(out).dataobj), (2, 1, 0)).astype(bool)
+    assert 2 * (mask & ref).sum() / (mask.sum() + ref.sum()) > 0.8
+    assert "round 2:" in capsys.readouterr().err  # the box, then the click
+
+
+@pytest.mark.parametrize("box, message", [("3,1,1,60,5", "outside the volume"), ("3,1,1", "a box is z,y0,x0,y1,x1"),
+                                          ("-1,1,1,5,5", "outside the volume")])
+def test_a_bad_box_is_refused_before_the_network_loads(scan, tmp_path, capsys, box, message):
+    path, _ = scan
+    absent = str(tmp_path / "no-such-weights.pt")  # loading would fail with another message
+    with contextlib.suppress(SystemExit):  # argparse's own refusal of a malformed value exits with 2
+        assert main(["segment", str(path), "--box", box, "--out", str(tmp_path / "m.nii.gz"),
+                     "--weights", absent]) == 2
+    assert message in capsys.readouterr().err

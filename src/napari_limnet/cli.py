@@ -49,12 +49,33 @@ def parse_click_mm(text: str) -> Click:
     return parse_click(text, mm=True)
 
 
+def parse_box(text: str) -> tuple[int, ...]:
+    """'z,y0,x0,y1,x1' (voxel indices) -> a tuple of five ints."""
+    try:
+        coords = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        coords = ()
+    if len(coords) != 5 or not all(math.isfinite(c) for c in coords):
+        raise argparse.ArgumentTypeError(f"a box is z,y0,x0,y1,x1 in voxel indices (got {text!r})")
+    return tuple(math.floor(c + 0.5) for c in coords)
+
+
+def box_inside(box: tuple[int, ...], shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
+    """The box if its slice and corners lie in the volume (checked before the network loads)."""
+    z, y0, x0, y1, x1 = box
+    n, (h, w) = shape[axis], [d for i, d in enumerate(shape) if i != axis]
+    if not (0 <= z < n and all(0 <= y < h for y in (y0, y1)) and all(0 <= x < w for x in (x0, x1))):
+        raise ValueError(f"box {','.join(map(str, box))} is outside the volume (slice 0 to {n - 1} along axis "
+                         f"{axis}, corners 0 to {h - 1} and 0 to {w - 1})")
+    return box
+
+
 def _attach_negative_values(argv: Sequence[str]) -> list[str]:
     """argparse reads '-1,20,20' as an option, so '--click -1,20,20' would fail with a puzzling message:
     treat it as '--click=-1,20,20', which is then checked like any click."""
     out: list[str] = []
     for token in argv:
-        if out and out[-1] in ("--click", "--click-mm") and re.match(r"-[\d.]", token):
+        if out and out[-1] in ("--click", "--click-mm", "--box") and re.match(r"-[\d.]", token):
             out[-1] = f"{out[-1]}={token}"
         else:
             out.append(token)
@@ -83,6 +104,9 @@ def _add_segment_parser(sub) -> None:
                    help="a click in millimetres as napari's status bar shows them for a scan opened with "
                         "this plugin (voxel index x spacing, along z, y, x). Rounds run in the order given, "
                         "--click and --click-mm mixed.")
+    p.add_argument("--box", type=parse_box, metavar="Z,Y0,X0,Y1,X1",
+                   help="a rectangle on slice Z (voxel indices; corners in the other two axes, in order) as the "
+                        "first round: often a better start than one click; --click rounds then correct it")
     p.add_argument("--out", required=True, help="output labels file (.nii.gz, .nii, .nrrd, .tif, .tiff)")
     p.add_argument("--axis", type=int, default=0, choices=(0, 1, 2),
                    help="axis normal to the clicked slices; propagation runs along it (default 0)")
@@ -128,12 +152,13 @@ def run_segment(args: argparse.Namespace) -> int:
     if not 1 <= args.label <= 255:
         raise ValueError(f"--label must be between 1 and 255, got {args.label}")
     check_writable(args.out)
-    if not args.clicks:
-        raise ValueError("give at least one --click (voxel indices) or --click-mm (millimetres)")
+    if not args.clicks and args.box is None:
+        raise ValueError("give a --box, or at least one --click (voxel indices) or --click-mm (millimetres)")
     volume = read_volume(args.image)
     points = [(voxel_of(click, volume), click.positive) for click in args.clicks]  # before the network loads
-    mask = _segment(volume, points, args)
-    _warn_about(mask, volume, points, args.out)
+    box = box_inside(args.box, volume.data.shape, args.axis) if args.box is not None else None
+    mask = _segment(volume, box, points, args)
+    _warn_about(mask, volume, points if box is None else [(box, True), *points], args.out)
     out = Path(args.out)
     replaced = out.exists()
     write_labels(out, mask.astype("uint8") * args.label, like=volume)
@@ -142,7 +167,7 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def _segment(volume, points, args):
+def _segment(volume, box, points, args):
     from tqdm import tqdm
 
     from .engine import Session
@@ -151,10 +176,11 @@ def _segment(volume, points, args):
     session = Session(volume.data, spacing=volume.spacing, axis=args.axis, device=args.device,
                       weights=args.weights, fusion=not args.no_fusion, reach=None if args.no_reach else REACH)
     print(f"weights: {session.weights.describe()}; device: {session.device}", file=sys.stderr)
-    for point, positive in points:
-        bar = tqdm(total=session.n_slices, unit="slice", disable=args.quiet, file=sys.stderr,
-                   desc=f"click {'+' if positive else '-'}{point}")
-        for update in session.click_iter(point, positive):
+    rounds = [(f"box {box}", session.box_iter, (box,))] if box is not None else []
+    rounds += [(f"click {'+' if p else '-'}{point}", session.click_iter, (point, p)) for point, p in points]
+    for desc, run_round, prompt in rounds:
+        bar = tqdm(total=session.n_slices, unit="slice", disable=args.quiet, file=sys.stderr, desc=desc)
+        for update in run_round(*prompt):
             bar.n = update.done
             bar.refresh()
         bar.close()
