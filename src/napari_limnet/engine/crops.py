@@ -82,6 +82,22 @@ def roi_around(mask: np.ndarray | None, points_yx, shape: tuple[int, int],
     return roi
 
 
+def interaction_window(prev: np.ndarray, clicks, shape: tuple[int, int], spacing: tuple[float, float]) -> Roi:
+    """Where the interaction module looks on a slice: around the slice's mask and clicks, or the whole
+    slice while it has no mask (a zoomed second pass follows, ``zoom_in``). The engine and the training
+    pipeline both call this, so that training sees the windows of use."""
+    return roi_around(prev, clicks, shape, spacing) if prev.any() else full_roi(shape, spacing)
+
+
+def zoom_in(mask: np.ndarray, roi: Roi, clicks, spacing: tuple[float, float], crop: int):
+    """After a whole-slice pass over ``roi`` answered ``mask``: (window, previous mask) of the second,
+    zoomed pass, or None when there is nothing to zoom on or the window would not change."""
+    if not mask.any():
+        return None
+    zoom = roi_around(mask, clicks, mask.shape, spacing)
+    return None if zoom == roi else (zoom, zoom_prior(mask, roi, crop))
+
+
 def zoom_prior(mask: np.ndarray, roi: Roi, crop: int) -> np.ndarray:
     """The previous mask that the zoomed-in pass gets after a first pass over ``roi`` answered ``mask``.
 

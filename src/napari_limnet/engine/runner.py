@@ -20,12 +20,11 @@ from .crops import (
     box_prior,
     crop_image,
     crop_mask,
-    full_roi,
+    interaction_window,
     paste_logits,
     prompt_maps,
     quality_inputs,
-    roi_around,
-    zoom_prior,
+    zoom_in,
 )
 from .intensity import hounsfield_to_unit, is_hounsfield
 from .propagation import Track, anchor_window, memory_entries
@@ -105,14 +104,10 @@ class NetworkRunner:
         Without a previous mask the first pass sees the whole slice, then zooms in on its result
         (``zoom_prior`` says whether the first pass's mask goes along)."""
         clicks = list(pos) + list(neg)
-        roi = roi_around(prev, clicks, self.slice_shape, self.spacing) if prev.any() else full_roi(
-            self.slice_shape, self.spacing)
+        roi = interaction_window(prev, clicks, self.slice_shape, self.spacing)
         mask = self._interact(z, roi, pos, neg, prev)
-        if not prev.any() and mask.any():
-            zoom = roi_around(mask, clicks, self.slice_shape, self.spacing)
-            if zoom != roi:
-                mask = self._interact(z, zoom, pos, neg, zoom_prior(mask, roi, self.crop))
-        return mask
+        again = None if prev.any() else zoom_in(mask, roi, clicks, self.spacing, self.crop)
+        return self._interact(z, again[0], pos, neg, again[1]) if again else mask
 
     @torch.inference_mode()
     def segment_box(self, z: int, box: tuple[int, int, int, int]) -> np.ndarray:

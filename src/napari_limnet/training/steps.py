@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..engine.crops import Roi, crop_image, crop_mask, full_roi, paste_logits, quality_inputs, roi_around, zoom_prior
+from ..engine.crops import Roi, crop_image, crop_mask, interaction_window, paste_logits, quality_inputs, zoom_in
 from ..engine.propagation import Track, anchor_window, memory_entries
 from ..engine.propagation import step as walk_step
 from ..evaluation.protocol import dice as slice_dice
@@ -90,28 +90,24 @@ def _start(rng, s: Sample) -> _Click2D:
         if prev.any():
             click = error_click(rng, prev, ref, sp) or (interior_click(rng, ref, sp), True)
             pos, neg = ([click[0]], []) if click[1] else ([], [click[0]])
-            return _Click2D(img, ref, sp, pos, neg, prev, roi_around(prev, pos + neg, ref.shape, sp), False)
-    prev = np.zeros_like(ref)
-    return _Click2D(img, ref, sp, [interior_click(rng, ref, sp)], [], prev, full_roi(ref.shape, sp), True)
+            return _Click2D(img, ref, sp, pos, neg, prev, interaction_window(prev, pos + neg, ref.shape, sp), False)
+    prev, pos = np.zeros_like(ref), [interior_click(rng, ref, sp)]
+    return _Click2D(img, ref, sp, pos, [], prev, interaction_window(prev, pos, ref.shape, sp), True)
 
 
 def _advance(rng, st: _Click2D, mask: np.ndarray, crop: int) -> None:
     """What happens after the network answered: the engine's zoom-in, or the user's next click."""
-    clicks = st.pos + st.neg
-    if st.zoom_pending and mask.any():
+    again = zoom_in(mask, st.roi, st.pos + st.neg, st.spacing, crop) if st.zoom_pending else None
+    if again:
+        st.roi, st.prev = again
         st.zoom_pending = False
-        roi = roi_around(mask, clicks, mask.shape, st.spacing)
-        if roi != st.roi:
-            st.prev, st.roi = zoom_prior(mask, st.roi, crop), roi
-            return
+        return
     st.prev = mask
     click = error_click(rng, mask, st.ref, st.spacing)
     if click is not None:
         (st.pos if click[1] else st.neg).append(click[0])
-    clicks = st.pos + st.neg
     st.zoom_pending = not mask.any()
-    st.roi = (roi_around(mask, clicks, mask.shape, st.spacing) if mask.any()
-              else full_roi(mask.shape, st.spacing))
+    st.roi = interaction_window(mask, st.pos + st.neg, mask.shape, st.spacing)
 
 
 def _interact(net: LimNet, states: list[_Click2D], device) -> torch.Tensor:
