@@ -156,12 +156,18 @@ class Annotation:
 
     def apply(self, write: SliceWrite) -> None:
         """Write one slice of an object into ``labels`` in place. The object takes background and its
-        own voxels; other objects' voxels only when ``overwrite`` is on (they then look for edits)."""
+        own voxels; other objects' voxels only when ``overwrite`` is on (they then look for edits).
+        Only the box holding the object's old and new mask is read and written (it runs on the GUI
+        thread, once per slice of a round)."""
         obj = self.objects[write.label]
-        plane = self.labels[write.index]
+        shown = obj.shown[write.index]
+        box = _box(write.mask | shown)
+        if box is None:
+            return
+        plane, mask = self.labels[write.index][box], write.mask[box]
         own = plane == obj.label
         allowed = None if self.overwrite else own | (plane == 0)
-        new = write.mask if allowed is None else write.mask & allowed
+        new = mask if allowed is None else mask & allowed
         if allowed is None and (taken := new & ~own & (plane != 0)).any():
             bbox = [slice(i, i + 1) if isinstance(i, int) else slice(0, n)
                     for i, n in zip(write.index, self.labels.shape)]
@@ -170,7 +176,7 @@ class Annotation:
                     self.objects[int(other)].add_dirty(bbox)
         plane[own & ~new] = 0
         plane[new] = obj.label
-        obj.shown[write.index] = new
+        shown[box] = new
 
     def mark_painted(self, bbox: list[slice]) -> None:
         """The user changed ``labels`` inside ``bbox``: every object looks there for edits before its
@@ -258,3 +264,11 @@ class Annotation:
         for k in range(n):
             if not np.array_equal(target[k], obj.shown[k]):
                 yield SliceWrite(obj.label, (k, slice(None), slice(None)), target[k].copy(), k + 1, n)
+
+
+def _box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of a 2D mask's True pixels; None if there are none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)

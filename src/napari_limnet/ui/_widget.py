@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,7 +28,8 @@ from ._writer import save_job
 if TYPE_CHECKING:
     import napari
 
-REFRESH_MS = 40
+REFRESH_MS = 40  # how often slices crossing the displayed plane are redrawn during a round
+PROGRESS_S = 0.2  # how often the progress bar moves: each move repaints the window at once (Qt)
 DOING = {"click": "Segmenting", "undo": "Undoing", "reset": "Resetting", "commit": "Committing",
          "repair": "Restoring", "save": "Saving"}
 
@@ -60,7 +62,10 @@ class LimNetWidget(Controls):
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(REFRESH_MS)
-        self._refresh_timer.timeout.connect(self._refresh_labels)
+        self._refresh_timer.timeout.connect(self._redraw_now)
+        self._progress_now: tuple[int, int] | None = None  # (done, total) not yet shown
+        self._progress_shown = 0.0  # when the bar last moved (perf_counter)
+        self._redraw = False  # a slice crossing the displayed plane was written since the last redraw
 
         self.device_combo.currentTextChanged.connect(self._set_device)
         self.image_combo.currentTextChanged.connect(self._select_image)
@@ -216,10 +221,6 @@ class LimNetWidget(Controls):
         self._show_prompts()
         self._show_idle()
 
-    def _refresh_labels(self) -> None:
-        if self.labels is not None:
-            self.labels.refresh(thumbnail=False, extent=False, highlight=False)
-
     # ---- clicks and jobs -----------------------------------------------------------------------------
     def _on_click(self, point: np.ndarray, positive: bool) -> None:
         data = self.image.world_to_data(self.prompts.layer.data_to_world(point))
@@ -271,14 +272,27 @@ class LimNetWidget(Controls):
 
     # ---- worker slots (GUI thread) -----------------------------------------------------------------
     def _on_write(self, write: SliceWrite) -> None:
+        """Apply a slice at once; the progress bar and the layer are redrawn by the timer (a progress
+        bar repaints synchronously on every value, and a layer refresh re-slices the displayed plane)."""
         if self.annotation is None or write.label not in self.annotation.objects:
             return
         self.annotation.apply(write)
-        self.progress.setFormat("propagation %v/%m slices")
-        self.progress.setRange(0, write.total)
-        self.progress.setValue(write.done)
-        if self._shows(write) and not self._refresh_timer.isActive():
+        self._progress_now = (write.done, write.total)
+        self._redraw = self._redraw or self._shows(write)
+        if not self._refresh_timer.isActive():
             self._refresh_timer.start()
+
+    def _redraw_now(self) -> None:
+        if self._progress_now is not None and time.perf_counter() - self._progress_shown >= PROGRESS_S:
+            self.progress.setFormat("propagation %v/%m slices")
+            self.progress.setRange(0, self._progress_now[1])
+            self.progress.setValue(self._progress_now[0])
+            self._progress_now, self._progress_shown = None, time.perf_counter()
+        elif self._progress_now is not None:
+            self._refresh_timer.start()  # the bar moves a little later
+        if self._redraw and self.labels is not None:
+            self.labels.refresh(thumbnail=False, extent=False, highlight=False)
+        self._redraw = False
 
     def _shows(self, write: SliceWrite) -> bool:
         """Whether the written slice crosses the displayed plane: off-screen slices need no redraw
@@ -323,6 +337,11 @@ class LimNetWidget(Controls):
             self.annotation.abandoned(request[1])
 
     def _on_idle(self) -> None:
+        self._refresh_timer.stop()
+        self._progress_now = None
+        if self._redraw and self.labels is not None:
+            self.labels.refresh(extent=False)  # the thumbnail too, once
+        self._redraw = False
         if self.annotation is not None and any(o.needs_sync for o in self.annotation.objects.values()):
             self._submit(("repair", self.label))
             return
@@ -334,9 +353,9 @@ class LimNetWidget(Controls):
         """Between jobs the progress bar describes the current object, not the last job."""
         obj = self.annotation.objects.get(self.label) if self.annotation is not None else None
         rounds = obj.rounds if obj is not None else 0
+        self.progress.setFormat(f"Object {self.label}: " + (f"{rounds} round(s)" if rounds else "no rounds"))
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if rounds else 0)
-        self.progress.setFormat(f"Object {self.label}: " + (f"{rounds} round(s)" if rounds else "no rounds"))
 
     def _show_prompts(self) -> None:
         if self.prompts is None or self.jobs.busy():
