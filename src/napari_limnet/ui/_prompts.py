@@ -60,11 +60,14 @@ class PromptInput:
 
     def show(self, clicks) -> None:
         """Redraw the layer from ``clicks`` (objects with ``.point`` and ``.positive``)."""
+        points = np.array([c.point for c in clicks], dtype=float).reshape(-1, 3)
+        positive = [c.positive for c in clicks]
+        if np.array_equal(self.layer.data, points) and self.layer.features["positive"].tolist() == positive:
+            return  # already shown (after a round the user's own point is): a redraw costs the GUI ~40 ms
         self._redrawing = True
         try:
-            points = np.array([c.point for c in clicks], dtype=float).reshape(-1, 3)
             self.layer.data = points
-            self.layer.features = pd.DataFrame({"positive": pd.Series([c.positive for c in clicks], dtype=bool)})
+            self.layer.features = pd.DataFrame({"positive": pd.Series(positive, dtype=bool)})
             self.layer.refresh_colors()
         finally:
             self._redrawing = False

@@ -4,8 +4,7 @@ One job runs at a time (``_jobs.JobQueue``); a new click cancels the running rou
 waiting click, so a burst of clicks ends in the state of the last one without a queue of stale work.
 Layers are touched only here, in the queue's callbacks on the GUI thread; a written slice is redrawn
 only if it crosses the displayed plane, at most every ``REFRESH_MS``.
-The network loads on a worker when the widget opens; while a job has shown nothing yet the progress
-bar is busy.
+The network loads on a worker when the widget opens; a job says what it does as soon as it starts.
 """
 
 from __future__ import annotations
@@ -249,9 +248,14 @@ class LimNetWidget(Controls):
         return self.annotation.repair() if kind == "repair" else getattr(self.annotation, kind)(label, *args)
 
     def _on_start(self, request: tuple) -> None:
-        self.progress.setRange(0, 0)  # busy until the job shows something
+        """Say at once that work has started (Qt's animated busy bar would repaint the GL window at every
+        frame, so the bar shows the word instead)."""
         waiting = request[0] == "click" and not self.network_ready
-        self._set_status("Loading the network..." if waiting else f"{DOING[request[0]]}...")
+        doing = "Loading the network" if waiting else DOING[request[0]]
+        self.progress.setFormat(f"{doing}...")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self._set_status(f"{doing}...")
 
     def _load_weights(self):
         """Runs on a worker thread: the network, loaded once and shared by every Session."""
