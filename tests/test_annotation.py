@@ -128,3 +128,12 @@ def test_the_session_and_the_random_walker_satisfy_the_engine_contract(ellipsoid
     assert isinstance(walker, Segmenter)
     # the baseline has no streamed rounds, undo or hand edits: it cannot stand behind the widget
     assert not isinstance(walker, InteractiveSession)
+
+
+def test_each_round_names_the_slices_to_check_next(annotation):
+    annotation.run(annotation.click(1, CENTRE))
+    suspects = annotation.objects[1].suspects
+    assert suspects and all(axis == 0 and z != CENTRE[0] for axis, z, _ in suspects)
+    assert all((annotation.labels[z] == 1).any() for _, z, _ in suspects)
+    annotation.run(annotation.reset(1))
+    assert annotation.objects[1].suspects == []

@@ -543,3 +543,16 @@ def test_a_lone_negative_click_says_why_the_object_is_empty(session):
     assert "nothing to remove" in session.last_warning
     session.click((12, 32, 32))
     assert session.last_warning is None  # an ordinary round says nothing
+
+
+def test_suspects_are_the_worst_rated_slices_the_user_has_not_touched(session):
+    session.click((12, 32, 32))
+    session.click((6, 32, 32))
+    suspects = session.suspects(n=4)
+    shown = set(np.flatnonzero(session.mask.any(axis=(1, 2))))
+    assert 0 < len(suspects) <= 4
+    assert all(z in shown and z not in (12, 6) for z, _ in suspects)
+    scores = [score for _, score in suspects]
+    assert scores == sorted(scores) and all(0.0 <= s <= 1.0 for s in scores)
+    everything = session.suspects(n=100)  # every rated slice: the first four are the worst of them
+    assert suspects == everything[:4] and len(everything) == len(shown - {12, 6})

@@ -331,3 +331,15 @@ def test_save_mask_writes_the_labels_with_the_scans_geometry(make_napari_viewer,
     if suffix == ".nii.gz":
         np.testing.assert_allclose(saved.affine, kwargs["metadata"]["affine"])
     assert "Saved" in widget.status.text()
+
+
+def test_next_suspect_slice_shows_the_worst_rated_slices_in_turn(small, qtbot):
+    widget, reference = small
+    napari_click(widget, interior_point(reference))
+    wait_idle(qtbot, widget)
+    suspects = widget.annotation.objects[1].suspects
+    assert suspects and widget.suspects_label.text().startswith("Check slices:")
+    for _, k, _ in suspects[:2]:
+        widget.next_suspect()  # the "." key
+        assert int(round(widget.viewer.dims.point[0])) == k
+        assert f"Slice {k}" in widget.status.text()

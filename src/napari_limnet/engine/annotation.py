@@ -64,6 +64,7 @@ class AnnotatedObject:
     label: int
     shown: np.ndarray | None = None  # filled by the first job (a full-volume scan, kept off the GUI thread)
     sessions: list[InteractiveSession] = field(default_factory=list)
+    suspects: list[tuple[int, int, float]] = field(default_factory=list)  # (axis, slice, predicted Dice)
     dirty: list[slice] | None = None  # bbox painted by the user since the last job
     needs_sync: bool = False  # a job stopped after some of its writes were applied
 
@@ -115,7 +116,8 @@ class Annotation:
 
     # ---- jobs (prepared on the owner thread, run anywhere) --------------------------------------
     def click(self, label: int, point, positive: bool = True, axis: int = 0) -> Job:
-        """One round on object ``label``; the job returns the object's Session after the round."""
+        """One round on object ``label``; the job returns the object's Session after the round, and
+        updates the object's ``suspects`` (where to look next)."""
         point = check_point(point, self.volume.shape)
         obj, edits, repair = self._start(label)
         return self._click(obj, edits, repair, point, bool(positive), axis)
@@ -219,6 +221,7 @@ class Annotation:
             obj.sessions.append(session)
         for upd in session.click_iter(point, positive):
             yield SliceWrite(obj.label, upd.index, upd.mask, upd.done, upd.total)
+        self._find_suspects(obj)
         return session
 
     def _undo(self, obj, edits, repair) -> Job:
@@ -229,20 +232,29 @@ class Annotation:
             if not undone:  # nothing left in this orientation: fall back to the previous one
                 obj.sessions.pop()
         yield from self._sync(obj)
+        self._find_suspects(obj)
         return undone
 
     def _reset(self, obj, edits, repair) -> Job:
         yield from self._prepare(obj, edits, repair)
         obj.sessions.clear()
+        obj.suspects = []
         yield from self._sync(obj, np.zeros_like(obj.shown))
 
     def _commit(self, obj, edits, repair) -> Job:
         yield from self._prepare(obj, edits, repair)
         obj.sessions.clear()
+        obj.suspects = []
         return max(int(self.labels.max()), *self.objects) + 1
 
     def _repair(self, repair) -> Job:
         yield from self._prepare(None, None, repair)
+
+    @staticmethod
+    def _find_suspects(obj: AnnotatedObject) -> None:
+        """The slices of the object's newest Session that the quality head rates worst."""
+        session = obj.session
+        obj.suspects = [(session.axis, z, score) for z, score in session.suspects()] if session else []
 
     def _prepare(self, obj, edits, repair) -> Job:
         """Adopt the object's voxels on its first job, repair stopped objects, record hand edits."""

@@ -42,6 +42,7 @@ from .runner import REACH, NetworkRunner, object_slices_beyond, reach_in_slices
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
 TRIM_KEEP = 0.7  # share of a slice's mask that negative clicks alone must leave for the object to stay there
+SUSPECTS = 3  # slices whose predicted quality is worst, shown to the user after each round
 CENTRE_DEPTH = 0.9  # a negative click this deep in a mask (share of its greatest depth) is on the mask as a whole
 
 
@@ -85,7 +86,8 @@ class Segmenter(Protocol):
 @runtime_checkable
 class InteractiveSession(Segmenter, Protocol):
     """What ``Annotation`` and the widget need besides: rounds streamed slice by slice (committed only
-    when the generator is exhausted), undo, hand edits, the clicks so far, the slicing axis."""
+    when the generator is exhausted), undo, hand edits, the clicks so far, the slicing axis, and the
+    slices to check next."""
 
     axis: int
 
@@ -100,6 +102,8 @@ class InteractiveSession(Segmenter, Protocol):
     def undo(self) -> bool: ...
 
     def edit(self, mask3d: np.ndarray) -> int: ...
+
+    def suspects(self, n: int = SUSPECTS) -> list[tuple[int, float]]: ...
 
 
 def check_point(point, shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -219,6 +223,21 @@ class Session:
         r = self._rounds[-1]
         return {z: (c.to_full(self._runner.slice_shape), r.seeds.get(z)) for z, c in r.candidates.items()
                 if z not in r.owned and not c.empty}
+
+    def suspects(self, n: int = SUSPECTS) -> list[tuple[int, float]]:
+        """Where to look next: the ``n`` slices of the result whose mask the quality head predicts worst,
+        as (slice along ``axis``, predicted Dice), worst first. Slices the user clicked or edited are
+        left out (the user has seen them), and so are empty ones (the head rates a mask, not its
+        absence). Each round's ratings are kept, so asking again after a round rates only new masks."""
+        with self._lock:
+            owned = {z for r in self._rounds for z in r.owned}
+            rated = []
+            for z in np.flatnonzero(self._omask.any(axis=(1, 2))):
+                i = choose_round(self._rounds, int(z), fusion=self.fusion, score=lambda k, zz: self._score(
+                    self._rounds[k], zz))
+                if int(z) not in owned and i >= 0:
+                    rated.append((self._score(self._rounds[i], int(z)), int(z)))
+        return [(z, score) for score, z in sorted(rated)[:n]]
 
     def slice_index(self, z: int) -> tuple:
         """Index of oriented slice z in a volume-shaped array."""

@@ -22,6 +22,7 @@ KEYS = {
     "Shift-R": ("reset_object", "Forget this object: its clicks, rounds and voxels"),
     "Shift-C": ("clear_prompts", "Hide the prompt points (the result stays)"),
     "n": ("commit_object", "Keep this object as it is and start the next one"),
+    ".": ("next_suspect", "Show the next slice whose mask the network rates worst (worst first)"),
 }
 TITLE = "LIM-Net interactive segmentation"  # the dock's title (napari.yaml): the widget is wide enough for it
 KEY_OF = {action: key for key, (action, _) in KEYS.items()}
@@ -73,16 +74,20 @@ class Controls(QWidget):
         self.reset_button = self._button("Reset object", "reset_object")
         self.clear_button = self._button("Clear prompts", "clear_prompts")
         self.commit_button = self._button("Commit ▸ next object", "commit_object")
+        self.next_button = self._button("Next suspect slice", "next_suspect")
         self.save_button = QPushButton("Save mask...")
         self.save_button.setToolTip("Write the labels as NIfTI (with the scan's geometry) or TIFF")
         buttons = QGridLayout()
         for i, b in enumerate((self.undo_button, self.reset_button, self.clear_button, self.commit_button,
-                               self.save_button)):
+                               self.next_button, self.save_button)):
             buttons.addWidget(b, i // 2, i % 2)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
+        self.suspects_label = QLabel()
+        self.suspects_label.setToolTip("After each round: the slices whose mask the quality head predicts worst, "
+                                       "with its predicted Dice. Check them first")
         self.status = QLabel("Left click: object · right click: not object")
         self.status.setWordWrap(True)
 
@@ -94,6 +99,7 @@ class Controls(QWidget):
         layout.addWidget(self.overwrite_check)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
+        layout.addWidget(self.suspects_label)
         layout.addWidget(self.status)
         layout.addStretch(1)
         self.setMinimumWidth(self.fontMetrics().horizontalAdvance(TITLE) + 120)  # + the title bar's buttons

@@ -2,8 +2,8 @@
 
 One job runs at a time (``_jobs.JobQueue``); a new click cancels the running round and replaces any
 waiting click, so a burst of clicks ends in the state of the last one without a queue of stale work.
-Layers are touched only here, in the queue's callbacks on the GUI thread; a written slice is redrawn
-only if it crosses the displayed plane, at most every ``REFRESH_MS``.
+Layers are touched only here, in the queue's callbacks on the GUI thread, and redrawn at the pace
+``_redraw`` sets.
 The network loads on a worker when the widget opens; a job says what it does as soon as it starts.
 """
 
@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ..engine.annotation import Annotation, SliceWrite
 from ._controls import KEYS, Controls
 from ._jobs import JobFailed, JobQueue, report_failure
 from ._prompts import PromptInput, make_prompt_layer
+from ._redraw import Redraws
 from ._writer import save_job
 
 if TYPE_CHECKING:
     import napari
 
-REFRESH_MS = 40  # how often slices crossing the displayed plane are redrawn during a round
-PROGRESS_S = 0.2  # how often the progress bar moves: each move repaints the window at once (Qt)
 DOING = {"click": "Segmenting", "undo": "Undoing", "reset": "Resetting", "commit": "Committing",
          "repair": "Restoring", "save": "Saving"}
 
@@ -40,8 +37,6 @@ class LimNetWidget(Controls):
         super().__init__()
         from napari.qt.threading import create_worker
 
-        from ..engine.session import REACH
-
         self.viewer = napari_viewer
         self.image = self.labels = None
         self.prompts: PromptInput | None = None
@@ -49,39 +44,33 @@ class LimNetWidget(Controls):
         self.jobs = JobQueue(self._make_job, on_start=self._on_start, on_write=self._on_write,
                              on_result=self._on_result, on_stopped=self._on_stopped, on_idle=self._on_idle)
         self._hidden: dict[int, int] = {}  # clicks of each object hidden by "clear prompts"
-        self._device = "auto"
-        # the options' state, copied here because worker threads must not read widgets
-        self._fusion, self._reach = self.fusion_check.isChecked(), REACH
+        self._suspect = 0  # the next of the object's suspect slices to show
+        self._options: dict = {}
         self._weights = None
         self._weights_lock = threading.Lock()
         self._loader = create_worker(self._load_weights)  # a first click then finds the network ready
         self._loader.returned.connect(lambda _: self._set_status("Network ready: " + self._weights[1].describe()))
         self._loader.errored.connect(lambda exc: self._set_status(report_failure(exc)))
         self._loader.start()
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(REFRESH_MS)
-        self._refresh_timer.timeout.connect(self._redraw_now)
-        self._progress_now: tuple[int, int] | None = None  # (done, total) not yet shown
-        self._progress_shown = 0.0  # when the bar last moved (perf_counter)
-        self._redraw = False  # a slice crossing the displayed plane was written since the last redraw
+        self.redraws = Redraws(self.progress, self._refresh_labels)
 
-        self.device_combo.currentTextChanged.connect(self._set_device)
+        for option in (self.device_combo.currentTextChanged, self.fusion_check.toggled, self.reach_check.toggled):
+            option.connect(self._options_changed)
         self.image_combo.currentTextChanged.connect(self._select_image)
         self.object_spin.valueChanged.connect(self._object_changed)
         self.negative_check.toggled.connect(self._set_negative)
         self.overwrite_check.toggled.connect(self._set_overwrite)
-        self.fusion_check.toggled.connect(self._set_fusion)
-        self.reach_check.toggled.connect(self._set_reach)
         self.undo_button.clicked.connect(self.undo_round)
         self.reset_button.clicked.connect(self.reset_object)
         self.clear_button.clicked.connect(self.clear_prompts)
         self.commit_button.clicked.connect(self.commit_object)
+        self.next_button.clicked.connect(self.next_suspect)
         self.save_button.clicked.connect(lambda: self.save_mask())
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._update_image_choices)
         self._bind_keys(self.viewer)
         self._update_image_choices()
+        self._options_changed()
         self._show_idle()
 
     # ---- public actions (buttons and keys) ---------------------------------------------------------
@@ -140,6 +129,21 @@ class LimNetWidget(Controls):
             if not path:
                 return
         self._submit(("save", 0, str(path), {"metadata": self.labels.metadata, "scale": self.labels.scale}))
+
+    def next_suspect(self) -> None:
+        """Show the next of the slices whose mask the quality head rates worst, worst first."""
+        obj = self.annotation.objects.get(self.label) if self.annotation is not None else None
+        if obj is None or not obj.suspects or self.is_busy():
+            self._set_status("No suspect slices yet: they are listed after a round")
+            return
+        axis, k, score = obj.suspects[self._suspect % len(obj.suspects)]
+        self._suspect += 1
+        if self._slicing_axis() != axis:
+            self.viewer.dims.order = (axis, *[a for a in range(3) if a != axis])
+        point = list(self.labels.world_to_data(self.viewer.dims.point))
+        point[axis] = k
+        self.viewer.dims.set_point(axis, self.labels.data_to_world(point)[axis])
+        self._set_status(f"Slice {k} (axis {axis}): predicted Dice {score:.2f}")
 
     # ---- layers --------------------------------------------------------------------------------------
     def _update_image_choices(self, event=None) -> None:
@@ -271,32 +275,18 @@ class LimNetWidget(Controls):
         from ..engine.device import gui_threads
         from ..engine.session import Session
 
-        return Session(volume, spacing, axis, self._device, weights=self._load_weights(), initial_mask=initial_mask,
-                       fusion=self._fusion, reach=self._reach, threads=gui_threads())
+        return Session(volume, spacing, axis, weights=self._load_weights(), initial_mask=initial_mask,
+                       threads=gui_threads(), **self._options)
 
     # ---- worker slots (GUI thread) -----------------------------------------------------------------
     def _on_write(self, write: SliceWrite) -> None:
-        """Apply a slice at once; the progress bar and the layer are redrawn by the timer (a progress
-        bar repaints synchronously on every value, and a layer refresh re-slices the displayed plane)."""
-        if self.annotation is None or write.label not in self.annotation.objects:
-            return
-        self.annotation.apply(write)
-        self._progress_now = (write.done, write.total)
-        self._redraw = self._redraw or self._shows(write)
-        if not self._refresh_timer.isActive():
-            self._refresh_timer.start()
+        if self.annotation is not None and write.label in self.annotation.objects:
+            self.annotation.apply(write)
+            self.redraws.wrote(write.done, write.total, self._shows(write))
 
-    def _redraw_now(self) -> None:
-        if self._progress_now is not None and time.perf_counter() - self._progress_shown >= PROGRESS_S:
-            self.progress.setFormat("propagation %v/%m slices")
-            self.progress.setRange(0, self._progress_now[1])
-            self.progress.setValue(self._progress_now[0])
-            self._progress_now, self._progress_shown = None, time.perf_counter()
-        elif self._progress_now is not None:
-            self._refresh_timer.start()  # the bar moves a little later
-        if self._redraw and self.labels is not None:
-            self.labels.refresh(thumbnail=False, extent=False, highlight=False)
-        self._redraw = False
+    def _refresh_labels(self, final: bool) -> None:
+        if self.labels is not None:
+            self.labels.refresh(thumbnail=final, extent=False, highlight=final)
 
     def _shows(self, write: SliceWrite) -> bool:
         """Whether the written slice crosses the displayed plane: off-screen slices need no redraw
@@ -341,11 +331,7 @@ class LimNetWidget(Controls):
             self.annotation.abandoned(request[1])
 
     def _on_idle(self) -> None:
-        self._refresh_timer.stop()
-        self._progress_now = None
-        if self._redraw and self.labels is not None:
-            self.labels.refresh(extent=False)  # the thumbnail too, once
-        self._redraw = False
+        self.redraws.flush()
         if self.annotation is not None and any(o.needs_sync for o in self.annotation.objects.values()):
             self._submit(("repair", self.label))
             return
@@ -360,6 +346,10 @@ class LimNetWidget(Controls):
         self.progress.setFormat(f"Object {self.label}: " + (f"{rounds} round(s)" if rounds else "no rounds"))
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if rounds else 0)
+        self._suspect = 0
+        suspects = obj.suspects if obj is not None else []
+        self.suspects_label.setText("Check slices: " + " · ".join(f"{k} ({score:.2f})" for _, k, score in suspects)
+                                    if suspects else "")
 
     def _show_prompts(self) -> None:
         if self.prompts is None or self.jobs.busy():
@@ -375,21 +365,16 @@ class LimNetWidget(Controls):
         if self.annotation is not None:
             self.annotation.overwrite = overwrite
 
-    def _set_fusion(self, fusion: bool) -> None:
-        self._fusion = fusion
-        mode = "fused: each slice from the nearest clicked slice" if fusion else "newest round wins"
-        self._set_status(f"Rounds {mode}: for objects started from now on")
-
-    def _set_reach(self, limited: bool) -> None:
+    def _options_changed(self, *changed) -> None:
+        """Copied here for the worker thread, which must not read widgets; used by new objects only."""
         from ..engine.session import REACH
 
-        self._reach = REACH if limited else math.inf
-        mode = "stops near the object's size" if limited else "runs until the network finds no object"
-        self._set_status(f"Propagation {mode}: for objects started from now on")
-
-    def _set_device(self, device: str) -> None:
-        self._device = device
-        self._set_status(f"Device {device}: used by objects started from now on")
+        fusion, limited = self.fusion_check.isChecked(), self.reach_check.isChecked()
+        self._options = {"fusion": fusion, "reach": REACH if limited else math.inf,
+                         "device": self.device_combo.currentText()}
+        if changed:  # by the user, not the widget's start
+            self._set_status(f"For objects started from now on: rounds {'fused' if fusion else 'newest wins'}, "
+                             f"reach {'limited' if limited else 'unlimited'}, device {self._options['device']}")
 
     def _set_status(self, text: str) -> None:
         self.status.setText(text)
