@@ -6,8 +6,10 @@ the viewer could not react to the user. Needs a display (run under Xvfb: ``xvfb-
 
     python benchmarks/bench_gui.py [--shape 200 512 512] [--seconds 90] [--out gui.json]
 
-The measurement stops when the round ends or after ``--seconds`` (the round is then cancelled, which
-is measured too); the JSON says how many slices were streamed in that window.
+The measurement starts at the click (napari's own point-add is part of it), once the network has
+loaded (the widget loads it when it opens). It stops when the round ends or after ``--seconds`` (the
+round is then cancelled, which is measured too). Next to each worst gap the JSON gives the GUI
+thread's own CPU time in it: the rest of a gap is waiting (the GIL, or other processes on the machine).
 """
 
 from __future__ import annotations
@@ -73,7 +75,6 @@ def main() -> None:
     timer = QTimer()
     timer.setInterval(TICK_MS)
     timer.timeout.connect(lambda: (ticks.append(time.perf_counter()), cpu.append(time.thread_time())))
-    writes: list[float] = []
     start, cpu_start = time.perf_counter(), time.thread_time()
     timer.start()
     widget.prompts.layer.add([nz // 2, ny // 2, nx // 2])
@@ -81,9 +82,8 @@ def main() -> None:
     cancelled = False
     while widget.is_busy():
         app.processEvents()
-        if widget.progress.value() > len(writes):
-            writes.append(time.perf_counter())
-            first_write = first_write or writes[0] - start
+        if first_write is None and widget.labels.data[nz // 2, ny // 2, nx // 2]:  # the clicked slice is shown
+            first_write = time.perf_counter() - start
         if not cancelled and time.perf_counter() - start > args.seconds:
             widget.undo_round()  # cancels the running round; its streamed slices are taken back
             cancelled = True
@@ -118,7 +118,7 @@ def main() -> None:
         "p99_gap_ms": round(float(np.percentile(gaps_ms, 99)), 1),
         "gaps_over_50ms": int((gaps_ms > LIMIT_MS).sum()),
         "first_slice_s": None if first_write is None else round(first_write, 2),
-        "slices_streamed": int(widget.progress.value()),
+        "slices_propagated": None if cancelled or session is None else session.last_timing.slices_propagated,
         "measured_s": round(time.perf_counter() - start, 1),
         "round_completed": not cancelled,
         "passes": bool(gaps_ms.max() <= LIMIT_MS),
