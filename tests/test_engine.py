@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -326,7 +327,7 @@ def test_memory_stays_within_budget_over_1000_slices():
 
 def test_propagation_over_a_long_volume_keeps_memory_flat(weights):
     image, _ = ellipsoid_volume(shape=(300, 32, 32), radii=(140, 10, 10))
-    s = Session(image, weights=weights, reach=None)
+    s = Session(image, weights=weights, reach=math.inf)
     s.click((150, 16, 16))
     assert len(s._runner._cache) <= s._runner.cache_slices
     assert s._rounds[-1].candidates.keys() == set(range(300))
@@ -464,7 +465,7 @@ def test_a_positive_click_past_the_reach_carries_the_object_on(weights):
     assert not first[end + 1:].any()
     mask = s.click((end + 4, 24, 24))  # the user marks the object where the first round stopped
     assert all(mask[z].any() for z in range(30, end + 5))
-    unlimited = Session(image, weights=weights, reach=None).click((30, 24, 24))
+    unlimited = Session(image, weights=weights, reach=math.inf).click((30, 24, 24))
     assert unlimited[end + 1:].any()  # without the prior the tube is followed further (the network's own stop)
 
 
@@ -485,7 +486,7 @@ def test_both_directions_side_by_side_give_the_one_after_the_other_result(ellips
     image, _ = ellipsoid
     results = []
     for threads in (1, 2):  # 1: the walks run in turn; 2: each walk in its own thread
-        session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, threads=threads, reach=None)
+        session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, threads=threads, reach=math.inf)
         results.append([session.click((12, 32, 32)).copy(), session.click((4, 30, 30), positive=False).copy(),
                         session.click((18, 32, 34)).copy()])
     for serial, parallel in zip(*results):
@@ -499,7 +500,7 @@ def test_both_directions_side_by_side_give_the_one_after_the_other_result(ellips
 
 def test_closing_a_round_stops_its_walk_threads(ellipsoid, weights):
     image, _ = ellipsoid
-    session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, threads=2, reach=None)
+    session = Session(image, spacing=(2.0, 1.0, 1.0), weights=weights, threads=2, reach=math.inf)
     before = session.click((12, 32, 32)).copy()
     it = session.click_iter((6, 30, 30))
     next(it)
@@ -529,3 +530,29 @@ def test_a_failing_walk_raises_in_the_caller_and_stops_the_other():
     count = len(produced)
     threading.Event().wait(0.05)
     assert len(produced) == count  # the endless walk has ended
+
+
+def test_a_click_in_a_constant_volume_says_the_mask_is_not_based_on_the_image(weights):
+    s = Session(np.zeros((6, 32, 32), np.float32), weights=weights)
+    s.click((3, 16, 16))
+    assert "constant" in s.last_warning
+
+
+def test_a_lone_negative_click_says_why_the_object_is_empty(session):
+    assert not session.click((12, 32, 32), positive=False).any()
+    assert "nothing to remove" in session.last_warning
+    session.click((12, 32, 32))
+    assert session.last_warning is None  # an ordinary round says nothing
+
+
+def test_suspects_are_the_worst_rated_slices_the_user_has_not_touched(session):
+    session.click((12, 32, 32))
+    session.click((6, 32, 32))
+    suspects = session.suspects(n=4)
+    shown = set(np.flatnonzero(session.mask.any(axis=(1, 2))))
+    assert 0 < len(suspects) <= 4
+    assert all(z in shown and z not in (12, 6) for z, _ in suspects)
+    scores = [score for _, score in suspects]
+    assert scores == sorted(scores) and all(0.0 <= s <= 1.0 for s in scores)
+    everything = session.suspects(n=100)  # every rated slice: the first four are the worst of them
+    assert suspects == everything[:4] and len(everything) == len(shown - {12, 6})

@@ -3,10 +3,10 @@
 A session belongs to one object in one volume. Each click is a round: the clicked slice's 2D mask
 (all clicks ever made on that slice take part), then propagation in both directions, with every
 user-interacted slice as a permanent memory anchor, up to the nearest user slice that holds the object
-or, past the outermost one, ``reach`` object widths (a compact-object prior). Where rounds overlap,
-``fusion`` (Multi-Round Result Fusion, on by default, engine/fusion.py) keeps the one propagated from
-the nearest user slice, or between equally near ones from different user slices the one the quality
-head rates clearly better; without it the newest wins.
+or, past the outermost one, ``reach`` object widths (a compact-object prior; ``math.inf``: no limit).
+Where rounds overlap, ``fusion`` (Multi-Round Result Fusion, on by default, engine/fusion.py) keeps the
+one propagated from the nearest user slice, or between equally near ones from different user slices the
+one the quality head rates clearly better; without it the newest wins.
 Negative clicks on a slice without positive clicks trim the slice's mask with the network. When the
 newest of them lies in the middle of the mask (``CENTRE_DEPTH``) and the trim would leave less than
 ``TRIM_KEEP`` of it, the click says the mask is wrong as a whole: the slice holds no object and the object
@@ -15,10 +15,13 @@ keeps part of the object is propagated outwards only; towards the user's slices 
 slices are propagated again from those, as for an emptied slice.
 Rounds run one at a time; starting a round or calling ``cancel`` stops the one in progress, and a
 round that does not finish changes nothing.
+``Segmenter`` and ``InteractiveSession`` state the contract that the evaluation, ``Annotation`` and the
+widget rely on; ``Session`` is its implementation.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import warnings
@@ -26,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import takewhile
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -38,6 +42,7 @@ from .runner import REACH, NetworkRunner, object_slices_beyond, reach_in_slices
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
 TRIM_KEEP = 0.7  # share of a slice's mask that negative clicks alone must leave for the object to stay there
+SUSPECTS = 3  # slices whose predicted quality is worst, shown to the user after each round
 CENTRE_DEPTH = 0.9  # a negative click this deep in a mask (share of its greatest depth) is on the mask as a whole
 
 
@@ -64,6 +69,57 @@ class RoundTiming:
     first_mask_s: float
     total_s: float
     slices_propagated: int
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """What the evaluation needs of a method: clicks one at a time, the 3D result, a fresh start."""
+
+    @property
+    def mask(self) -> np.ndarray: ...
+
+    def click(self, point, positive: bool = True) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class InteractiveSession(Segmenter, Protocol):
+    """What ``Annotation`` and the widget need besides: rounds streamed slice by slice (committed only
+    when the generator is exhausted), undo, hand edits, the clicks so far, the slicing axis, and the
+    slices to check next."""
+
+    axis: int
+
+    @property
+    def clicks(self) -> list[Click]: ...
+
+    @property
+    def rounds(self) -> int: ...
+
+    def click_iter(self, point, positive: bool = True) -> Iterator[RoundUpdate]: ...
+
+    def undo(self) -> bool: ...
+
+    def edit(self, mask3d: np.ndarray) -> int: ...
+
+    def suspects(self, n: int = SUSPECTS) -> list[tuple[int, float]]: ...
+
+
+def check_point(point, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """The voxel (z, y, x) nearest to ``point``; ValueError when it is not three finite numbers inside
+    ``shape``. Coordinates in the message print as plain numbers."""
+    try:
+        coords = np.asarray(point, dtype=float).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a click is three coordinates (z, y, x), got {point!r}") from exc
+    if coords.size != 3 or not np.isfinite(coords).all():
+        raise ValueError(f"a click is three finite coordinates (z, y, x), got {point!r}")
+    idx = tuple(int(np.floor(c + 0.5)) for c in coords)
+    if not all(0 <= i < n for i, n in zip(idx, shape)):
+        plain = ", ".join(f"{c:g}" for c in coords)
+        raise ValueError(f"click ({plain}) lies outside the volume of shape {tuple(shape)}")
+    return idx
 
 
 def _check_volume(volume) -> np.ndarray:
@@ -101,7 +157,7 @@ class Session:
 
     def __init__(self, volume, spacing=(1.0, 1.0, 1.0), axis: int = 0, device: str = "auto", *,
                  weights: str | Path | tuple[LimNet, WeightsInfo] | None = None,
-                 initial_mask: np.ndarray | None = None, fusion: bool = True, reach: float | None = REACH,
+                 initial_mask: np.ndarray | None = None, fusion: bool = True, reach: float = REACH,
                  threads: int | None = None) -> None:
         self.volume = _check_volume(volume)
         if axis not in (0, 1, 2):
@@ -114,9 +170,14 @@ class Session:
             configure_cpu_threads(threads)
         net, self.weights = weights if isinstance(weights, tuple) else load_model(weights)
         self.fusion = fusion
-        if reach is not None and not (np.isfinite(reach) and reach > 0):
-            raise ValueError(f"reach must be a positive number of object widths or None, got {reach!r}")
-        self.reach = reach
+        if reach is None:  # the old spelling of "no limit", still passed by the CLI and the evaluation
+            reach = math.inf
+        try:
+            self.reach = float(reach)
+        except (TypeError, ValueError):
+            self.reach = math.nan
+        if not self.reach > 0:
+            raise ValueError(f"reach must be a positive number of object widths (math.inf: no limit), got {reach!r}")
         self.shape = self.volume.shape
         in_plane = tuple(s for i, s in enumerate(self.spacing) if i != axis)
         self._runner = NetworkRunner(net, np.moveaxis(self.volume, axis, 0), in_plane, self.device)
@@ -129,6 +190,7 @@ class Session:
         self._generation_lock = threading.Lock()  # never held during compute: cancel() returns at once
         self._lock = threading.RLock()  # held while the clicked slice is computed or the state changes
         self.last_timing: RoundTiming | None = None
+        self.last_warning: str | None = None  # what the user should know about the last round's result
         if initial_mask is not None:
             self._add_initial(initial_mask)
 
@@ -162,6 +224,21 @@ class Session:
         return {z: (c.to_full(self._runner.slice_shape), r.seeds.get(z)) for z, c in r.candidates.items()
                 if z not in r.owned and not c.empty}
 
+    def suspects(self, n: int = SUSPECTS) -> list[tuple[int, float]]:
+        """Where to look next: the ``n`` slices of the result whose mask the quality head predicts worst,
+        as (slice along ``axis``, predicted Dice), worst first. Slices the user clicked or edited are
+        left out (the user has seen them), and so are empty ones (the head rates a mask, not its
+        absence). Each round's ratings are kept, so asking again after a round rates only new masks."""
+        with self._lock:
+            owned = {z for r in self._rounds for z in r.owned}
+            rated = []
+            for z in np.flatnonzero(self._omask.any(axis=(1, 2))):
+                i = choose_round(self._rounds, int(z), fusion=self.fusion, score=lambda k, zz: self._score(
+                    self._rounds[k], zz))
+                if int(z) not in owned and i >= 0:
+                    rated.append((self._score(self._rounds[i], int(z)), int(z)))
+        return [(z, score) for score, z in sorted(rated)[:n]]
+
     def slice_index(self, z: int) -> tuple:
         """Index of oriented slice z in a volume-shaped array."""
         index = [slice(None)] * 3
@@ -177,7 +254,7 @@ class Session:
 
     def click_iter(self, point, positive: bool = True) -> Iterator[RoundUpdate]:
         """Run one round, yielding the clicked slice's mask first, then each propagated slice."""
-        vpoint = self._check_point(point)
+        vpoint = check_point(point, self.shape)
         oz, oy, ox = self._oriented(vpoint)
 
         def first_mask(index: int):
@@ -240,7 +317,7 @@ class Session:
                 return 0
             edit = Round("edit", {z: SliceMask.from_full(omask[z]) for z in changed}, {}, set(changed))
             self._rounds.append(edit)
-            self._refuse(changed)
+            self._recompute_fused(changed)
             return len(changed)
 
     def undo(self) -> bool:
@@ -252,7 +329,7 @@ class Session:
             removed = self._rounds.pop()
             index = len(self._rounds)
             self._clicks = [c for c in self._clicks if c.round < index]
-            self._refuse(sorted(removed.candidates))
+            self._recompute_fused(sorted(removed.candidates))
             return True
 
     def reset(self) -> None:
@@ -265,18 +342,6 @@ class Session:
             self._mask[...] = False
 
     # ---- internals --------------------------------------------------------------------------------
-    def _check_point(self, point) -> tuple[int, int, int]:
-        try:
-            coords = np.asarray(point, dtype=float).reshape(-1)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"a click is three coordinates (z, y, x), got {point!r}") from exc
-        if coords.size != 3 or not np.isfinite(coords).all():
-            raise ValueError(f"a click is three finite coordinates (z, y, x), got {point!r}")
-        idx = tuple(int(np.floor(c + 0.5)) for c in coords)
-        if not all(0 <= i < n for i, n in zip(idx, self.shape)):
-            raise ValueError(f"click {tuple(coords)} lies outside the volume of shape {self.shape}")
-        return idx
-
     def _check_box(self, box) -> tuple[int, int, int, int, int]:
         """(z, y0, x0, y1, x1) -> oriented slice and sorted, in-volume corners, or a clear error."""
         try:
@@ -288,10 +353,11 @@ class Session:
         z, y0, x0, y1, x1 = (int(np.floor(c + 0.5)) for c in coords)
         in_plane = [n for i, n in enumerate(self.shape) if i != self.axis]
         (y0, y1), (x0, x1) = sorted((y0, y1)), sorted((x0, x1))
+        plain = ", ".join(f"{c:g}" for c in coords)
         if not (0 <= z < self.n_slices and y0 >= 0 and x0 >= 0 and y1 < in_plane[0] and x1 < in_plane[1]):
-            raise ValueError(f"box {[float(c) for c in coords]} reaches outside the volume of shape {self.shape}")
+            raise ValueError(f"box ({plain}) reaches outside the volume of shape {self.shape}")
         if y1 - y0 < 1 or x1 - x0 < 1:
-            raise ValueError(f"box {[float(c) for c in coords]} is a line or a point: draw a rectangle")
+            raise ValueError(f"box ({plain}) is a line or a point: draw a rectangle")
         return z, y0, x0, y1, x1
 
     def _oriented(self, point: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -319,7 +385,8 @@ class Session:
             return np.zeros(self._runner.slice_shape, dtype=bool)
         return rounds[i].candidates[z].to_full(self._runner.slice_shape)
 
-    def _refuse(self, slices) -> None:
+    def _recompute_fused(self, slices) -> None:
+        """Show on these slices what fusion chooses among the committed rounds (after one was added or removed)."""
         for z in slices:
             self._omask[z] = self._fused(self._rounds, z)
 
@@ -376,8 +443,27 @@ class Session:
             self._rounds.append(new)
             if new_click is not None:
                 self._clicks.append(new_click)
-            self._refuse(sorted(new.candidates))
+            self._recompute_fused(sorted(new.candidates))
             self.last_timing = RoundTiming(first_mask_s, time.perf_counter() - start, len(new.candidates) - 1)
+            self.last_warning = self._surprise(oz, mask2d, new_click is None or new_click.positive)
+
+    def _surprise(self, z: int, mask2d: np.ndarray, positive: bool) -> str | None:
+        """Why a committed round's result may not be what the user expects, in words; None if it is
+        ordinary. The CLI prints it, the widget shows it as a notification."""
+        image = self._runner.volume[z]
+        finite = image[np.isfinite(image)]
+        if finite.size == 0 or finite.min() == finite.max():
+            value = f"{finite.flat[0]:g}" if finite.size else "NaN"
+            return (f"the image is constant on the clicked slice (every voxel {value}): the mask there is not "
+                    "based on image content")
+        if mask2d.any() or self._mask.any():
+            return None
+        if positive:
+            return "the network found no object at the click: the object is empty"
+        if any(c.positive for c in self._clicks):
+            return "the negative click removed the whole object: it is empty now (undo brings it back)"
+        return ("a negative click only removes from the object, and there was nothing to remove: the object "
+                "is empty (left-click inside the object first)")
 
     def _trim(self, z: int, neg: list, current: np.ndarray) -> np.ndarray:
         """A slice with negative clicks only: the network removes the clicked part of the slice's mask
@@ -422,7 +508,7 @@ class Session:
         """The last slice a walk from the user's slice may fill: ``reach`` object widths past it, when
         no user slice beyond it holds the object (otherwise the walk ends at that slice, however far).
         None: no limit."""
-        if self.reach is None or object_slices_beyond(anchors, start, step):
+        if math.isinf(self.reach) or object_slices_beyond(anchors, start, step):
             return None
         return start + step * reach_in_slices(mask2d, self.reach, self._runner.spacing, self.spacing[self.axis])
 

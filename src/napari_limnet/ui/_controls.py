@@ -22,7 +22,9 @@ KEYS = {
     "Shift-R": ("reset_object", "Forget this object: its clicks, rounds and voxels"),
     "Shift-C": ("clear_prompts", "Hide the prompt points (the result stays)"),
     "n": ("commit_object", "Keep this object as it is and start the next one"),
+    ".": ("next_suspect", "Show the next slice whose mask the network rates worst (worst first)"),
 }
+TITLE = "LIM-Net interactive segmentation"  # the dock's title (napari.yaml): the widget is wide enough for it
 KEY_OF = {action: key for key, (action, _) in KEYS.items()}
 MAX_LABEL = 65535  # the labels layer is uint16
 
@@ -44,6 +46,7 @@ class Controls(QWidget):
         self.device_combo = QComboBox()
         self.device_combo.setToolTip("Where the network runs. A change applies to objects started afterwards")
         self.device_found = QLabel()
+        self._fill_devices()
         form.addRow("Device", self.device_combo)
         form.addRow("", self.device_found)
 
@@ -58,12 +61,12 @@ class Controls(QWidget):
                                      "from the nearest slice you clicked, so a correction far away does not "
                                      "replace it. Off: the newest round wins everywhere it reached. Applies to "
                                      "objects started from now on")
-        self.compact_check = QCheckBox("Compact object")
-        self.compact_check.setChecked(True)
-        self.compact_check.setToolTip("On: propagation stops about half the object's width past the last slice you "
-                                      "marked it on, so it does not run past the object's end. Turn off for long, "
-                                      "tube-like structures (vessels, bowel, spine). Applies to objects started from "
-                                      "now on")
+        self.reach_check = QCheckBox("Limit reach")
+        self.reach_check.setChecked(True)
+        self.reach_check.setToolTip("On (compact objects): propagation stops about half the object's width past the "
+                                    "last slice you marked it on, so it does not run past the object's end. Turn off "
+                                    "for long, tube-like structures (vessels, bowel, spine). Applies to objects "
+                                    "started from now on")
         self.overwrite_check = QCheckBox("Overwrite other objects")
         self.overwrite_check.setToolTip("Let this object take voxels that belong to other objects")
 
@@ -71,14 +74,20 @@ class Controls(QWidget):
         self.reset_button = self._button("Reset object", "reset_object")
         self.clear_button = self._button("Clear prompts", "clear_prompts")
         self.commit_button = self._button("Commit ▸ next object", "commit_object")
+        self.next_button = self._button("Next suspect slice", "next_suspect")
+        self.save_button = QPushButton("Save mask...")
+        self.save_button.setToolTip("Write the labels as NIfTI (with the scan's geometry) or TIFF")
         buttons = QGridLayout()
-        for i, b in enumerate((self.undo_button, self.reset_button, self.clear_button, self.commit_button)):
+        for i, b in enumerate((self.undo_button, self.reset_button, self.clear_button, self.commit_button,
+                               self.next_button, self.save_button)):
             buttons.addWidget(b, i // 2, i % 2)
 
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.progress.setFormat("propagation %v/%m slices")
+        self.suspects_label = QLabel()
+        self.suspects_label.setToolTip("After each round: the slices whose mask the quality head predicts worst, "
+                                       "with its predicted Dice. Check them first")
         self.status = QLabel("Left click: object · right click: not object")
         self.status.setWordWrap(True)
 
@@ -86,12 +95,26 @@ class Controls(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.negative_check)
         layout.addWidget(self.fusion_check)
-        layout.addWidget(self.compact_check)
+        layout.addWidget(self.reach_check)
         layout.addWidget(self.overwrite_check)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
+        layout.addWidget(self.suspects_label)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance(TITLE) + 120)  # + the title bar's buttons
+
+    def _fill_devices(self) -> None:
+        from ..engine.device import available_devices
+
+        found = available_devices()
+        self.device_combo.addItems(["auto", "cpu", *(["cuda"] if "cuda" in found else [])])
+        if "cuda" not in found:
+            self.device_found.setText("found: CPU only")
+        else:
+            import torch
+
+            self.device_found.setText(f"found: CUDA ({torch.cuda.get_device_name(0)}) and CPU")
 
     @staticmethod
     def _button(text: str, action: str) -> QPushButton:

@@ -24,11 +24,10 @@ def make_prompt_layer(viewer: napari.Viewer, image: napari.layers.Image, name: s
     layer = viewer.add_points(
         np.empty((0, image.ndim)), ndim=image.ndim, name=name,
         scale=image.scale, translate=image.translate, affine=image.affine.affine_matrix,
-        features=pd.DataFrame({"positive": pd.Series([], dtype=bool)}),
+        features=pd.DataFrame({"positive": pd.Series([], dtype=bool)}), feature_defaults={"positive": True},
         face_color="positive", face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
         border_color="white", size=max(4.0, 3 * float(min(image.scale[-2:]))), out_of_slice_display=False,
     )
-    layer.feature_defaults["positive"] = True
     layer.mode = "add"
     return layer
 
@@ -56,15 +55,19 @@ class PromptInput:
 
     def set_negative_mode(self, negative: bool) -> None:
         self.negative_mode = bool(negative)
-        self.layer.feature_defaults["positive"] = not negative
+        self.layer.feature_defaults = {"positive": not negative}  # the setter updates the colour swatch too
+        self.layer.events.current_face_color()
 
     def show(self, clicks) -> None:
         """Redraw the layer from ``clicks`` (objects with ``.point`` and ``.positive``)."""
+        points = np.array([c.point for c in clicks], dtype=float).reshape(-1, 3)
+        positive = [c.positive for c in clicks]
+        if np.array_equal(self.layer.data, points) and self.layer.features["positive"].tolist() == positive:
+            return  # already shown (after a round the user's own point is): a redraw costs the GUI ~40 ms
         self._redrawing = True
         try:
-            points = np.array([c.point for c in clicks], dtype=float).reshape(-1, 3)
             self.layer.data = points
-            self.layer.features = pd.DataFrame({"positive": pd.Series([c.positive for c in clicks], dtype=bool)})
+            self.layer.features = pd.DataFrame({"positive": pd.Series(positive, dtype=bool)})
             self.layer.refresh_colors()
         finally:
             self._redrawing = False

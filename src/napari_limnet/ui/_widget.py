@@ -1,43 +1,33 @@
-"""The LIM-Net dock widget: clicks in, labels out, the network on a worker thread.
+"""The LIM-Net dock widget: napari layers and events in, ``Annotation`` jobs on a worker thread.
 
-One job runs at a time (``Annotator`` jobs on a ``napari.qt.threading`` worker); a new click cancels
-the running round and replaces any waiting click, so a burst of clicks ends in the state of the last
-one without a queue of stale work. Layers are touched only here, in the slots of the worker's
-signals, and the labels layer is refreshed at most every ``REFRESH_MS``.
+One job runs at a time (``_jobs.JobQueue``); a new click cancels the running round and replaces any
+waiting click, so a burst of clicks ends in the state of the last one without a queue of stale work.
+Layers are touched only here, in the queue's callbacks on the GUI thread, and redrawn at the pace
+``_redraw`` sets.
+The network loads on a worker when the widget opens; a job says what it does as soon as it starts.
 """
 
 from __future__ import annotations
 
-import logging
+import math
 import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QFileDialog, QMessageBox
 
-from ._annotator import Annotator, SliceWrite
+from ..engine.annotation import Annotation, SliceWrite
 from ._controls import KEYS, Controls
+from ._jobs import JobFailed, JobQueue, report_failure
 from ._prompts import PromptInput, make_prompt_layer
+from ._redraw import Redraws
+from ._writer import save_job
 
 if TYPE_CHECKING:
     import napari
 
-log = logging.getLogger(__name__)
-REFRESH_MS = 40
-
-
-class JobFailed:
-    """What a job returns instead of raising: the worker then ends normally and the widget reports."""
-
-    def __init__(self, exc: Exception) -> None:
-        self.exc = exc
-
-
-def _guarded(job):
-    try:
-        return (yield from job)
-    except Exception as exc:  # reported as a notification by the widget, which stays usable
-        return JobFailed(exc)
+DOING = {"click": "Segmenting", "undo": "Undoing", "reset": "Resetting", "commit": "Committing",
+         "repair": "Restoring", "save": "Saving"}
 
 
 class LimNetWidget(Controls):
@@ -45,82 +35,115 @@ class LimNetWidget(Controls):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
-        from ..engine import session  # noqa: F401  imported now, not on the worker at the first click
-        from ..engine.device import available_devices
+        from napari.qt.threading import create_worker
 
         self.viewer = napari_viewer
-        self.image = None
-        self.labels = None
+        self.image = self.labels = None
         self.prompts: PromptInput | None = None
-        self.annotator: Annotator | None = None
-        self.worker = None
-        self._running: tuple | None = None
-        self._pending: list[tuple] = []
-        self._device = "auto"
-        # the checkboxes' state, copied here because worker threads must not read widgets
-        self._fusion, self._compact = self.fusion_check.isChecked(), self.compact_check.isChecked()
+        self.annotation: Annotation | None = None
+        self.jobs = JobQueue(self._make_job, on_start=self._on_start, on_write=self._on_write,
+                             on_result=self._on_result, on_stopped=self._on_stopped, on_idle=self._on_idle)
+        self._hidden: dict[int, int] = {}  # clicks of each object hidden by "clear prompts"
+        self._suspect = 0  # the next of the object's suspect slices to show
+        self._options: dict = {}
         self._weights = None
         self._weights_lock = threading.Lock()
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.setInterval(REFRESH_MS)
-        self._refresh_timer.timeout.connect(self._refresh_labels)
+        self._loader = create_worker(self._load_weights)  # a first click then finds the network ready
+        self._loader.returned.connect(lambda _: self._set_status("Network ready: " + self._weights[1].describe()))
+        self._loader.errored.connect(lambda exc: self._set_status(report_failure(exc)))
+        self._loader.start()
+        self.redraws = Redraws(self.progress, self._refresh_labels)
 
-        found = available_devices()
-        self.device_combo.addItems(["auto", "cpu", *(["cuda"] if "cuda" in found else [])])
-        self.device_found.setText(self._describe_devices(found))
-        self.device_combo.currentTextChanged.connect(self._set_device)
+        for option in (self.device_combo.currentTextChanged, self.fusion_check.toggled, self.reach_check.toggled):
+            option.connect(self._options_changed)
         self.image_combo.currentTextChanged.connect(self._select_image)
-        self.object_spin.valueChanged.connect(lambda _: self._show_prompts())
+        self.object_spin.valueChanged.connect(self._object_changed)
         self.negative_check.toggled.connect(self._set_negative)
         self.overwrite_check.toggled.connect(self._set_overwrite)
-        self.fusion_check.toggled.connect(self._set_fusion)
-        self.compact_check.toggled.connect(self._set_compact)
         self.undo_button.clicked.connect(self.undo_round)
         self.reset_button.clicked.connect(self.reset_object)
         self.clear_button.clicked.connect(self.clear_prompts)
         self.commit_button.clicked.connect(self.commit_object)
+        self.next_button.clicked.connect(self.next_suspect)
+        self.save_button.clicked.connect(lambda: self.save_mask())
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self._update_image_choices)
         self._bind_keys(self.viewer)
         self._update_image_choices()
+        self._options_changed()
+        self._show_idle()
 
     # ---- public actions (buttons and keys) ---------------------------------------------------------
     @property
     def label(self) -> int:
         return self.object_spin.value()
 
+    @property
+    def network_ready(self) -> bool:
+        """The weights are loaded (they start loading when the widget opens)."""
+        return self._weights is not None
+
     def is_busy(self) -> bool:
         """A job is running or waiting (tests and scripts wait for this to turn False)."""
-        return self.worker is not None or bool(self._pending)
+        return self.jobs.busy()
 
     def toggle_negative(self) -> None:
         self.negative_check.setChecked(not self.negative_check.isChecked())
 
     def undo_round(self) -> None:
         """Undo the last round; a round still running is simply cancelled (it has not happened yet)."""
-        if self._cancel_clicks():
+        if self.jobs.cancel("click"):
             self._set_status("Round cancelled")
             return
         self._submit(("undo", self.label))
 
     def reset_object(self) -> None:
-        self._cancel_clicks()
+        """Forget the object, once the user confirms (nothing brings it back)."""
+        if self.annotation is not None and self.label in self.annotation.objects:
+            answer = QMessageBox.question(
+                self, "Reset object", f"Forget object {self.label}: its clicks, rounds and voxels? "
+                "This cannot be undone.", QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+            if answer != QMessageBox.Yes:
+                self._set_status(f"Reset of object {self.label} cancelled: nothing changed")
+                return
+        self.jobs.cancel("click")
         self._submit(("reset", self.label))
 
     def clear_prompts(self) -> None:
-        if self.annotator is not None and self.label in self.annotator.objects:
-            obj = self.annotator.objects[self.label]
-            obj.hidden_clicks = len(obj.clicks())
+        if self.annotation is not None and self.label in self.annotation.objects:
+            self._hidden[self.label] = len(self.annotation.objects[self.label].clicks())
         self._show_prompts()
 
     def commit_object(self) -> None:
         """Keep the current object and move to an unused label value (frees the object's network state)."""
-        if self.annotator is None:
-            return
         self._submit(("commit", self.label))
-        used = max([int(self.labels.data.max()), self.label, *self.annotator.objects])
-        self.object_spin.setValue(min(used + 1, self.object_spin.maximum()))
+
+    def save_mask(self, path: str | None = None) -> None:
+        """Write the labels layer (NIfTI with the scan's geometry, or TIFF; atomic) after waiting work."""
+        if self.labels is None:
+            self._set_status("Choose an image first")
+            return
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save mask", f"{self.image.name}_mask.nii.gz",
+                                                  "NIfTI (*.nii.gz *.nii);;TIFF (*.tif *.tiff)")
+            if not path:
+                return
+        self._submit(("save", 0, str(path), {"metadata": self.labels.metadata, "scale": self.labels.scale}))
+
+    def next_suspect(self) -> None:
+        """Show the next of the slices whose mask the quality head rates worst, worst first."""
+        obj = self.annotation.objects.get(self.label) if self.annotation is not None else None
+        if obj is None or not obj.suspects or self.is_busy():
+            self._set_status("No suspect slices yet: they are listed after a round")
+            return
+        axis, k, score = obj.suspects[self._suspect % len(obj.suspects)]
+        self._suspect += 1
+        if self._slicing_axis() != axis:
+            self.viewer.dims.order = (axis, *[a for a in range(3) if a != axis])
+        point = list(self.labels.world_to_data(self.viewer.dims.point))
+        point[axis] = k
+        self.viewer.dims.set_point(axis, self.labels.data_to_world(point)[axis])
+        self._set_status(f"Slice {k} (axis {axis}): predicted Dice {score:.2f}")
 
     # ---- layers --------------------------------------------------------------------------------------
     def _update_image_choices(self, event=None) -> None:
@@ -147,14 +170,16 @@ class LimNetWidget(Controls):
         self.image = self.viewer.layers[name]
         volume = np.asarray(self.image.data)
         self.labels = self._labels_layer(self.image, volume.shape)
+        self.labels.selected_label = self.label
         self.labels.events.paint.connect(self._on_paint)
         self.labels.events.data.connect(self._on_labels_replaced)
+        self.labels.events.selected_label.connect(self._on_selected_label)
         points = make_prompt_layer(self.viewer, self.image, f"{name} prompts")
         self.prompts = PromptInput(self.viewer, points, self._on_click, self._set_status)
         self.prompts.set_negative_mode(self.negative_check.isChecked())
         self._bind_keys(points)
-        self.annotator = Annotator(volume, self.image.scale, self._make_session)
-        self.annotator.overwrite = self.overwrite_check.isChecked()
+        self.annotation = Annotation(volume, self.image.scale, self._make_session, self.labels.data,
+                                     overwrite=self.overwrite_check.isChecked())
         self.viewer.layers.selection.active = points
 
     def _labels_layer(self, image, shape):
@@ -168,27 +193,36 @@ class LimNetWidget(Controls):
 
     def _detach(self) -> None:
         """Leave the current image: stop work and forget its objects (its layers stay in the viewer)."""
-        self._pending.clear()
-        self._cancel_running()
+        self.jobs.cancel()
         if self.prompts is not None:
             self.prompts.disconnect()
         if self.labels is not None:
             self.labels.events.paint.disconnect(self._on_paint)
             self.labels.events.data.disconnect(self._on_labels_replaced)
-        self.image = self.labels = self.prompts = self.annotator = None
+            self.labels.events.selected_label.disconnect(self._on_selected_label)
+        self.image = self.labels = self.prompts = self.annotation = None
+        self._hidden.clear()
 
     def _on_paint(self, event) -> None:
         indices = [np.concatenate([np.asarray(atom[0][d]).ravel() for atom in event.value]) for d in range(3)]
-        if indices[0].size and self.annotator is not None:
-            self.annotator.mark_painted([slice(int(i.min()), int(i.max()) + 1) for i in indices])
+        if indices[0].size and self.annotation is not None:
+            self.annotation.mark_painted([slice(int(i.min()), int(i.max()) + 1) for i in indices])
 
     def _on_labels_replaced(self, event=None) -> None:
-        if self.annotator is not None:
-            self.annotator.mark_painted([slice(0, n) for n in self.labels.data.shape])
+        if self.annotation is not None:
+            self.annotation.labels = self.labels.data
+            self.annotation.mark_painted([slice(0, n) for n in self.labels.data.shape])
 
-    def _refresh_labels(self) -> None:
+    def _on_selected_label(self, event=None) -> None:
+        """The brush's label picks the object (label 0, the eraser's, leaves the object as it is)."""
+        if self.labels.selected_label > 0:
+            self.object_spin.setValue(self.labels.selected_label)
+
+    def _object_changed(self, label: int) -> None:
         if self.labels is not None:
-            self.labels.refresh()
+            self.labels.selected_label = label  # hand corrections paint the object being segmented
+        self._show_prompts()
+        self._show_idle()
 
     # ---- clicks and jobs -----------------------------------------------------------------------------
     def _on_click(self, point: np.ndarray, positive: bool) -> None:
@@ -197,7 +231,7 @@ class LimNetWidget(Controls):
         if not all(0 <= v < n for v, n in zip(voxel, self.image.data.shape)):
             self._set_status("Click outside the image: ignored")
             return
-        self._cancel_clicks()
+        self.jobs.cancel("click")
         self._submit(("click", self.label, voxel, positive, self._slicing_axis()))
 
     def _slicing_axis(self) -> int:
@@ -205,186 +239,146 @@ class LimNetWidget(Controls):
         order = self.viewer.dims.order
         return int(order[-3]) - (len(order) - 3)
 
-    def _cancel_clicks(self) -> bool:
-        """Drop waiting clicks and cancel a running one; True if there was any."""
-        had = any(r[0] == "click" for r in self._pending)
-        self._pending = [r for r in self._pending if r[0] != "click"]
-        if self._running is not None and self._running[0] == "click":
-            self._cancel_running()
-            had = True
-        return had
-
-    def _cancel_running(self) -> None:
-        """Stop the worker at its next slice: the round's generator is abandoned before the Session
-        commits it, so an abandoned round changes nothing."""
-        if self.worker is not None:
-            self.worker.quit()
-
     def _submit(self, request: tuple) -> None:
-        if self.annotator is None:
+        if self.annotation is None:
             self._set_status("Choose an image first")
             return
-        self._pending.append(request)
-        if self.worker is None:
-            self._start_next()
+        self.jobs.submit(request)
 
-    def _start_next(self) -> None:
-        from napari.qt.threading import create_worker
+    def _make_job(self, request: tuple):
+        kind, label, *args = request
+        if kind == "save":
+            return save_job(args[0], self.labels.data, args[1])
+        return self.annotation.repair() if kind == "repair" else getattr(self.annotation, kind)(label, *args)
 
-        if not self._pending or self.annotator is None:
-            return
-        request = self._pending.pop(0)
-        kind, label = request[:2]
-        ann = self.annotator
-        ann.labels = self.labels.data
-        obj = ann.object(label)
-        edits = ann.take_edits(obj, self.labels.data)
-        repair = [o for o in ann.objects.values() if o.needs_sync]
-        if kind == "click":
-            job = ann.click(obj, request[2], request[3], request[4], edits, repair)
-        elif kind == "undo":
-            job = ann.undo(obj, edits, repair)
-        elif kind == "reset":
-            job = ann.reset(obj, edits, repair)
-        elif kind == "commit":
-            job = ann.commit(obj, edits, repair)
-        else:
-            job = ann.repair(repair)
-        self._running = request
+    def _on_start(self, request: tuple) -> None:
+        """Say at once that work has started (Qt's animated busy bar would repaint the GL window at every
+        frame, so the bar shows the word instead)."""
+        waiting = request[0] == "click" and not self.network_ready
+        doing = "Loading the network" if waiting else DOING[request[0]]
+        self.progress.setFormat(f"{doing}...")
+        self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.worker = create_worker(_guarded, job, _start_thread=False)
-        self.worker.yielded.connect(self._on_write)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_error)
-        self.worker.aborted.connect(self._on_aborted)
-        self.worker.finished.connect(self._on_finished)
-        self.worker.start()
+        self._set_status(f"{doing}...")
 
-    def _make_session(self, volume, spacing, axis, initial_mask):
-        """Called on the worker thread: a Session on the chosen device, sharing one loaded network."""
-        from ..engine.device import gui_threads
-        from ..engine.runner import REACH
-        from ..engine.session import Session
+    def _load_weights(self):
+        """Runs on a worker thread: the network, loaded once and shared by every Session."""
         from ..model import load_model
 
         with self._weights_lock:
             if self._weights is None:
                 self._weights = load_model()
-        return Session(volume, spacing, axis, self._device, weights=self._weights, initial_mask=initial_mask,
-                       fusion=self._fusion, reach=REACH if self._compact else None, threads=gui_threads())
+        return self._weights
+
+    def _make_session(self, volume, spacing, axis, initial_mask):
+        """Called on the worker thread: a Session on the chosen device, sharing one loaded network."""
+        from ..engine.device import gui_threads
+        from ..engine.session import Session
+
+        return Session(volume, spacing, axis, weights=self._load_weights(), initial_mask=initial_mask,
+                       threads=gui_threads(), **self._options)
 
     # ---- worker slots (GUI thread) -----------------------------------------------------------------
     def _on_write(self, write: SliceWrite) -> None:
-        if self.annotator is None or write.label not in self.annotator.objects:
-            return
-        self.annotator.apply(write, self.labels.data)
-        self.progress.setRange(0, write.total)
-        self.progress.setValue(write.done)
-        if self._shows(write) and not self._refresh_timer.isActive():
-            self._refresh_timer.start()
+        if self.annotation is not None and write.label in self.annotation.objects:
+            self.annotation.apply(write)
+            self.redraws.wrote(write.done, write.total, self._shows(write))
+
+    def _refresh_labels(self, final: bool) -> None:
+        if self.labels is not None:
+            self.labels.refresh(thumbnail=final, extent=False, highlight=final)
 
     def _shows(self, write: SliceWrite) -> bool:
-        """Whether the written slice is on screen: off-screen slices need no redraw (napari reads the
-        array afresh when the user moves to them), and redraws are what costs GUI time."""
+        """Whether the written slice crosses the displayed plane: off-screen slices need no redraw
+        (napari reads the array afresh when the user moves to them), and redraws cost GUI time."""
         axis = self._slicing_axis()
-        if self.viewer.dims.ndisplay == 3 or write.axis != axis:
+        plane = write.index[axis]
+        if self.viewer.dims.ndisplay == 3 or isinstance(plane, slice):
             return True
-        shown = self.labels.world_to_data(self.viewer.dims.point)[axis]
-        return int(np.floor(shown + 0.5)) == write.k
+        return int(np.floor(self.labels.world_to_data(self.viewer.dims.point)[axis] + 0.5)) == plane
 
-    def _on_returned(self, result) -> None:
+    def _on_result(self, request: tuple, result) -> None:
+        from napari.utils.notifications import show_info, show_warning
+
+        kind, label = request[:2]
         if isinstance(result, JobFailed):
-            self._report(result.exc)
-            self._mark_stale()
-        elif self._running and self._running[0] == "click" and result is not None:
-            obj = self.annotator.objects[self._running[1]]
-            self.progress.setValue(self.progress.maximum())  # a round need not walk every slice
-            self._set_status(f"Round {obj.session.rounds}: clicked slice {result.first_mask_s:.2f} s, "
-                             f"{result.slices_propagated} slices in {result.total_s:.2f} s "
-                             f"on {obj.session.device.type} · weights {obj.session.weights.describe()}")
-        elif self._running and self._running[0] == "undo" and result is False:
-            self._set_status("Nothing to undo")
+            self._set_status(report_failure(result.exc))
+        elif kind == "click":
+            t = result.last_timing
+            text = (f"Round {result.rounds}: clicked slice {t.first_mask_s:.2f} s, {t.slices_propagated} slices in "
+                    f"{t.total_s:.2f} s on {result.device.type} · weights {result.weights.describe()}")
+            if result.last_warning:
+                show_warning(f"LIM-Net: {result.last_warning}")
+                text = f"{text} · {result.last_warning}"
+            self._set_status(text)
+        elif kind == "undo":
+            rounds = self.annotation.objects[label].rounds
+            self._set_status(f"Undone: object {label} has {rounds} round(s) left" if result else "Nothing to undo")
+        elif kind == "reset":
+            self._hidden.pop(label, None)
+            self._set_status(f"Object {label} reset: its clicks, rounds and voxels are gone")
+        elif kind == "commit":
+            self._set_status(f"Object {label} kept; now object {result}")
+            self.object_spin.setValue(min(result, self.object_spin.maximum()))
+        elif kind == "save":
+            show_info(f"LIM-Net: mask saved to {result}")
+            self._set_status(f"Saved {result}")
 
-    def _on_error(self, exc: Exception) -> None:
-        self._report(exc)
-        self._mark_stale()
+    def _on_stopped(self, request: tuple) -> None:
+        """A job failed or was cancelled after streaming slices: the layer may show work that never
+        happened (the next job repairs it)."""
+        if request[0] not in ("repair", "save") and self.annotation is not None:
+            self.annotation.abandoned(request[1])
 
-    def _on_aborted(self) -> None:
-        self._mark_stale()
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self._running = None
-        if self._refresh_timer.isActive():
-            self._refresh_timer.stop()
-            self._refresh_labels()
-        if self._pending:
-            self._start_next()
-            return
-        if self.annotator is not None and any(o.needs_sync for o in self.annotator.objects.values()):
+    def _on_idle(self) -> None:
+        self.redraws.flush()
+        if self.annotation is not None and any(o.needs_sync for o in self.annotation.objects.values()):
             self._submit(("repair", self.label))
             return
         self._show_prompts()
-
-    def _mark_stale(self) -> None:
-        """A job stopped after streaming slices: the layer may show work that never happened."""
-        if self._running is not None and self._running[0] != "repair" and self.annotator is not None:
-            obj = self.annotator.objects.get(self._running[1])
-            if obj is not None:
-                obj.needs_sync = True
-
-    def _report(self, exc: Exception) -> None:
-        from napari.utils.notifications import show_error, show_warning
-
-        log.error("LIM-Net job failed", exc_info=exc)
-        if isinstance(exc, ValueError):
-            show_warning(f"LIM-Net: {exc}")
-        elif "out of memory" in str(exc).lower():
-            show_error("LIM-Net: the GPU ran out of memory. Choose the CPU device and start a new object.")
-        else:
-            show_error(f"LIM-Net failed: {type(exc).__name__}: {exc}")
-        self._set_status(f"Error: {exc}")
+        self._show_idle()
 
     # ---- small helpers ------------------------------------------------------------------------------
+    def _show_idle(self) -> None:
+        """Between jobs the progress bar describes the current object, not the last job."""
+        obj = self.annotation.objects.get(self.label) if self.annotation is not None else None
+        rounds = obj.rounds if obj is not None else 0
+        self.progress.setFormat(f"Object {self.label}: " + (f"{rounds} round(s)" if rounds else "no rounds"))
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if rounds else 0)
+        self._suspect = 0
+        suspects = obj.suspects if obj is not None else []
+        self.suspects_label.setText("Check slices: " + " · ".join(f"{k} ({score:.2f})" for _, k, score in suspects)
+                                    if suspects else "")
+
     def _show_prompts(self) -> None:
-        if self.prompts is None or self.worker is not None:
+        if self.prompts is None or self.jobs.busy():
             return
-        obj = self.annotator.objects.get(self.label)
-        self.prompts.show(obj.clicks()[obj.hidden_clicks:] if obj is not None else [])
+        obj = self.annotation.objects.get(self.label)
+        self.prompts.show(obj.clicks()[self._hidden.get(self.label, 0):] if obj is not None else [])
 
     def _set_negative(self, negative: bool) -> None:
         if self.prompts is not None:
             self.prompts.set_negative_mode(negative)
 
     def _set_overwrite(self, overwrite: bool) -> None:
-        if self.annotator is not None:
-            self.annotator.overwrite = overwrite
+        if self.annotation is not None:
+            self.annotation.overwrite = overwrite
 
-    def _set_fusion(self, fusion: bool) -> None:
-        self._fusion = fusion
-        mode = "fused: each slice from the nearest clicked slice" if fusion else "newest round wins"
-        self._set_status(f"Rounds {mode}: for objects started from now on")
+    def _options_changed(self, *changed) -> None:
+        """Copied here for the worker thread, which must not read widgets; used by new objects only."""
+        from ..engine.session import REACH
 
-    def _set_compact(self, compact: bool) -> None:
-        self._compact = compact
-        mode = "stops near the object's size" if compact else "runs until the network finds no object"
-        self._set_status(f"Propagation {mode}: for objects started from now on")
-
-    def _set_device(self, device: str) -> None:
-        self._device = device
-        self._set_status(f"Device {device}: used by objects started from now on")
+        fusion, limited = self.fusion_check.isChecked(), self.reach_check.isChecked()
+        self._options = {"fusion": fusion, "reach": REACH if limited else math.inf,
+                         "device": self.device_combo.currentText()}
+        if changed:  # by the user, not the widget's start
+            self._set_status(f"For objects started from now on: rounds {'fused' if fusion else 'newest wins'}, "
+                             f"reach {'limited' if limited else 'unlimited'}, device {self._options['device']}")
 
     def _set_status(self, text: str) -> None:
         self.status.setText(text)
         self.viewer.status = text
-
-    @staticmethod
-    def _describe_devices(found: list[str]) -> str:
-        if "cuda" not in found:
-            return "found: CPU only"
-        import torch
-
-        return f"found: CUDA ({torch.cuda.get_device_name(0)}) and CPU"
 
     def _bind_keys(self, target) -> None:
         for key, (action, _) in KEYS.items():

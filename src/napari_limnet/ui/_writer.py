@@ -23,3 +23,10 @@ def write_labels_layer(path: str, data, attributes: dict) -> list[str]:
     like = metadata if metadata.get("affine") is not None else None
     spacing = None if like is not None else attributes.get("scale")
     return [str(write_labels(target, data, like=like, spacing=spacing))]
+
+
+def save_job(path: str, data, attributes: dict):
+    """``write_labels_layer`` as a widget job (a generator): it waits for the running job and runs on
+    the worker thread; returns the written path."""
+    yield from ()
+    return write_labels_layer(path, data, attributes)[0]
