@@ -174,7 +174,7 @@ def _segment(volume, box, points, args):
     from .engine.runner import REACH
 
     session = Session(volume.data, spacing=volume.spacing, axis=args.axis, device=args.device,
-                      weights=args.weights, fusion=not args.no_fusion, reach=None if args.no_reach else REACH)
+                      weights=args.weights, fusion=not args.no_fusion, reach=math.inf if args.no_reach else REACH)
     print(f"weights: {session.weights.describe()}; device: {session.device}", file=sys.stderr)
     rounds = [(f"box {box}", session.box_iter, (box,))] if box is not None else []
     rounds += [(f"click {'+' if p else '-'}{point}", session.click_iter, (point, p)) for point, p in points]
@@ -187,6 +187,8 @@ def _segment(volume, box, points, args):
         t = session.last_timing
         print(f"round {session.rounds}: 2D mask {t.first_mask_s:.3f} s, 3D result {t.total_s:.2f} s "
               f"({t.slices_propagated} slices), {int(session.mask.sum())} voxels", file=sys.stderr)
+        if session.last_warning:
+            warn("segment", f"round {session.rounds}: {session.last_warning}")
     return session.mask
 
 

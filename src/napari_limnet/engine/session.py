@@ -170,8 +170,6 @@ class Session:
             configure_cpu_threads(threads)
         net, self.weights = weights if isinstance(weights, tuple) else load_model(weights)
         self.fusion = fusion
-        if reach is None:  # the old spelling of "no limit", still passed by the CLI and the evaluation
-            reach = math.inf
         try:
             self.reach = float(reach)
         except (TypeError, ValueError):

@@ -8,6 +8,7 @@ which is exactly the :class:`napari_limnet.Session` contract.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 from .baselines import RandomWalkerSession
@@ -49,6 +50,6 @@ def _open_random_walker(volume, spacing, context: MethodContext):
 METHODS = {
     "limnet": partial(_open_limnet, fusion=True),
     "limnet-no-mrf": partial(_open_limnet, fusion=False),  # ablation: newest round wins on every slice
-    "limnet-no-reach": partial(_open_limnet, fusion=True, reach=None),  # ablation: no compact-object prior
+    "limnet-no-reach": partial(_open_limnet, fusion=True, reach=math.inf),  # ablation: no compact-object prior
     "random-walker": _open_random_walker,
 }
