@@ -10,12 +10,12 @@ import torch
 from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
+from napari_limnet.clicks import dice
 from napari_limnet.engine import fusion
 from napari_limnet.engine.fusion import PREFERRED_MARGIN, Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
 from napari_limnet.engine.runner import REACH, reach_in_slices
-from napari_limnet.evaluation.protocol import dice
 from napari_limnet.model import load_model
 
 

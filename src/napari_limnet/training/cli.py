@@ -15,8 +15,8 @@ from .config import TrainConfig, load_config, resolve
 from .data import val_volumes
 from .pack import write_pack
 from .ranks import run_ranks
-from .rollout import val_objects, validate
 from .trainer import VAL_SOURCES_EXTRA, Trainer
+from .validation import val_objects, validate
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:

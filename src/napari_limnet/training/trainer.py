@@ -19,11 +19,11 @@ from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
 from .pack import read_pack
 from .ranks import Ranks
-from .rollout import evaluate_objects, summarize, val_objects
 from .round_candidates import Candidates, decision_gain, harvest_object, head_loss, predict
 from .sampler import Sampler
 from .steps import QualityBuffer, interaction_step, propagation_step, quality_loss
 from .synthetic import synthetic_volume
+from .validation import evaluate_objects, summarize, val_objects
 
 VAL_SOURCES_EXTRA = ("pyradiomics_testcases",)  # validation only: no train cases, other anatomy
 
