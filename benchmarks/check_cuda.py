@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from napari_limnet.evaluation.protocol import dice, first_click
+from napari_limnet.clicks import dice, first_click
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_engine import synthetic_scan  # noqa: E402

@@ -1,33 +1,52 @@
-"""Runs in processes spawned by test_parallel_training.py (spawn needs an importable function)."""
+"""Runs in the processes that torchrun's launcher starts for test_parallel_training.py (the launcher
+spawns them, so the entry points must be importable functions)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import uuid
 
 import torch
-from torch import distributed as dist
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from napari_limnet.training.ranks import Ranks
+from napari_limnet.training import Trainer, load_config
+from napari_limnet.training.distributed import process_group
 
 
-def sync_known_gradients(rank: int, world: int, store: str, out: str) -> None:
-    """Each process sets gradients that differ by rank; the results of one step_sync are saved."""
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    try:
+def launch(entry, *args, processes: int = 2) -> dict:
+    """``entry(*args)`` in ``processes`` processes joined as ``torchrun --standalone`` joins them; the
+    return values by rank."""
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=processes, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    return elastic_launch(config, entry)(*args)
+
+
+def collectives() -> dict:
+    """One step with gradients that differ by rank, then every collective the trainer uses."""
+    with process_group("cpu") as ranks:
+        torch.manual_seed(ranks.rank)  # different starting weights: the data-parallel wrapper unifies them
         net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1), torch.nn.Linear(1, 1))
-        first, second, third = net
-        first.weight.grad = torch.full_like(first.weight, 1.0 + 2 * rank)  # 1 and 3: mean 2
-        first.bias.grad = torch.full_like(first.bias, 1.0 + 2 * rank)
-        if rank == 1:  # used by one process only: the mean over both is half of it
-            second.weight.grad = torch.full_like(second.weight, 4.0)
-            second.bias.grad = torch.full_like(second.bias, 4.0)
-        # third: used by no process
-        net[0].register_buffer("stat", torch.full((2,), 10.0 * (rank + 1)))
-        ranks = Ranks(rank, world)
-        elapsed = ranks.step_sync(net, 10.0 * (rank + 1))
+        net[0].register_buffer("stat", torch.full((2,), 10.0 * (ranks.rank + 1)))
+        first, second, _ = net  # the third layer is used by no process
+        run = ranks.data_parallel(net)
+
+        def step():
+            loss = (1.0 + 2 * ranks.rank) * first(torch.ones(3)).sum()  # gradients 1 and 3: mean 2
+            if ranks.rank == 1:  # used by one process only: the mean over both is half of it
+                loss = loss + 4.0 * second(torch.ones(2)).sum()
+            return {"loss": loss}
+
+        run(step)["loss"].backward()
         ranks.average_buffers(net)
-        torch.save({"elapsed": elapsed, "grads": [p.grad for p in net.parameters()], "stat": net[0].stat,
-                    "share": ranks.share(list(range(5))), "gathered": ranks.gather([rank])},
-                   Path(out) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        return {"rank": ranks.rank, "weights": {k: v.clone() for k, v in net.state_dict().items()},
+                "grads": [None if p.grad is None else p.grad.clone() for p in net.parameters()],
+                "clock": ranks.mean(10.0 * (ranks.rank + 1)), "share": ranks.share(list(range(5))),
+                "gathered": ranks.gather([ranks.rank]), "from_lead": ranks.from_lead(f"rank {ranks.rank}")}
+
+
+def train(config_path: str) -> dict:
+    """Train a config in this process, one of several; this process's final weights."""
+    config, base = load_config(config_path)
+    with process_group(config.device) as ranks:
+        trainer = Trainer(config, base, ranks=ranks, log=lambda _: None)
+        trainer.run()
+        return {k: v.detach().cpu().clone() for k, v in trainer.net.state_dict().items()}

@@ -10,10 +10,9 @@ import pytest
 from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
-from napari_limnet.evaluation.protocol import dice
+from napari_limnet.clicks import dice, interior_click
 from napari_limnet.model import load_model
 from napari_limnet.training.data import objects_of, read_case
-from napari_limnet.training.simulate import interior_click
 
 
 @pytest.fixture(scope="module")

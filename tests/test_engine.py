@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import threading
 
@@ -11,12 +13,13 @@ import torch
 from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
+from napari_limnet.clicks import dice
 from napari_limnet.engine import fusion
+from napari_limnet.engine.crops import quality_inputs
 from napari_limnet.engine.fusion import PREFERRED_MARGIN, Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
-from napari_limnet.engine.runner import REACH, reach_in_slices
-from napari_limnet.evaluation.protocol import dice
+from napari_limnet.engine.runner import REACH, NetworkRunner, reach_in_slices
 from napari_limnet.model import load_model
 
 
@@ -159,39 +162,61 @@ def test_initial_mask_is_the_starting_point(ellipsoid, weights):
     assert not s.undo()
 
 
+class RatedByRound(torch.nn.Module):
+    """Stands in for the quality head: rates every mask of a round alike, by the round that proposed it
+    (recorded as the head sees the mask), so that the test decides which round is the better one."""
+
+    def __init__(self, rate) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([self.rate(image, mask)])
+
+
 def test_fusion_keeps_the_better_scored_of_equally_near_rounds(ellipsoid, weights, monkeypatch):
     image, _ = ellipsoid
     monkeypatch.setattr(fusion, "NEAR_TIE", 1.01)  # rate every pair of differing masks, however alike
-    s = Session(image, weights=weights, fusion=True)
-    controlled = {1: 0.9, 2: 0.1}  # the quality head's predicted Dice of every slice, per round
+    ratings = {1: 0.9, 2: 0.1}  # the predicted Dice of every slice, per round
+    proposed: dict[tuple[bytes, bytes], int] = {}  # a mask as the head sees it -> the round that proposed it
+    rounds_seen = [0]
 
-    def scored(r, z):  # stands in for the quality head: the first committed round, or the later one
-        return controlled[1 if r is s._rounds[0] else 2]
+    def rate(image_crop, mask_crop):
+        return ratings[proposed.get((image_crop.numpy().tobytes(), mask_crop.numpy().tobytes()), rounds_seen[0] + 1)]
 
-    s._score = scored
-    s.click((8, 32, 32))
-    s.click((16, 32, 32))
-    one, two = s._rounds
+    net = copy.deepcopy(weights[0])
+    net.quality = RatedByRound(rate)
+    s = Session(image, weights=(net, weights[1]), fusion=True)
 
-    def shown(r, z):
-        return np.array_equal(s.mask[z], r.candidates[z].to_full((64, 64)))
+    def click(point) -> dict[int, np.ndarray]:
+        """One round; its propagated masks by slice, each recorded as proposed by this round."""
+        s.click(point)
+        rounds_seen[0] += 1
+        masks = {z: mask for z, (mask, _) in s.propagated_candidates().items()}
+        for z, mask in masks.items():
+            crops = quality_inputs(image[z], mask, (1.0, 1.0), net.config.crop)
+            proposed.setdefault(tuple(c.numpy().tobytes() for c in crops), rounds_seen[0])
+        return masks
 
-    differ = [z for z in range(9, 16) if not np.array_equal(one.candidates[z].data, two.candidates[z].data)]
-    assert 12 in differ
+    def shown(masks, z):
+        return np.array_equal(s.mask[z], masks[z])
+
+    one = click((8, 32, 32))
+    two = click((16, 32, 32))
+    assert not np.array_equal(one[12], two[12])
     # slice 12 lies 4 slices from both clicked slices: the better-rated round wins (0.9 > 0.1 + margin);
     # nearer to one of them, that one's round stands, whatever the ratings
     assert shown(one, 12) and all(shown(one, z) for z in (9, 10, 11)) and all(shown(two, z) for z in (13, 14, 15))
-    controlled[2] = 0.95
+    ratings[2] = 0.95
     s.undo()
-    s.click((16, 32, 32))
-    one, two = s._rounds
+    rounds_seen[0] = 1
+    two = click((16, 32, 32))
     assert shown(two, 12) and all(shown(one, z) for z in (9, 10, 11))
-    # a later click on the same slice as the second: its round replaces the second's, unrated
-    controlled[3] = 0.0
-    s._score = lambda r, z: controlled[1 if r is s._rounds[0] else 2 if r is s._rounds[1] else 3]
-    s.click((16, 30, 30))
-    three = s._rounds[-1]
-    assert all(shown(three, z) for z in (13, 14, 15) if z in three.candidates)
+    # a later click on the same slice as the second: its round replaces the second's, rated worst
+    ratings[3] = 0.0
+    three = click((16, 30, 30))
+    assert {13, 14, 15} <= three.keys()
+    assert all(shown(three, z) for z in (13, 14, 15))
 
 
 def test_fusion_off_takes_the_newest_round(ellipsoid, weights):
@@ -327,10 +352,20 @@ def test_memory_stays_within_budget_over_1000_slices():
 
 def test_propagation_over_a_long_volume_keeps_memory_flat(weights):
     image, _ = ellipsoid_volume(shape=(300, 32, 32), radii=(140, 10, 10))
-    s = Session(image, weights=weights, reach=math.inf)
-    s.click((150, 16, 16))
-    assert len(s._runner._cache) <= s._runner.cache_slices
-    assert s._rounds[-1].candidates.keys() == set(range(300))
+    net = copy.deepcopy(weights[0])
+    encoded = []  # slices through the encoder
+    net.encoder.register_forward_hook(lambda module, args, out: encoded.append(args[0].shape[0]))
+    s = Session(image, weights=(net, weights[1]), reach=math.inf)
+    first = s.click((150, 16, 16)).copy()
+    assert s.last_timing.slices_propagated == 299
+    first_encoded = sum(encoded)
+    # the same round again: a feature cache that kept every slice would encode none of them; a bounded
+    # one (least recently used first) must encode again at least the slices beyond its bound
+    encoded.clear()
+    s.reset()
+    assert np.array_equal(s.click((150, 16, 16)), first)
+    bound = inspect.signature(NetworkRunner).parameters["cache_slices"].default
+    assert first_encoded > bound and sum(encoded) >= first_encoded - bound
 
 
 @pytest.mark.parametrize(

@@ -9,12 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_limnet.evaluation import find_cases, first_click, next_click, noc, object_metrics
+from napari_limnet.clicks import dice, first_click, next_click, simulate
+from napari_limnet.evaluation import find_cases, noc, object_metrics
 from napari_limnet.evaluation.baselines import RandomWalkerSession, coarse_shape
 from napari_limnet.evaluation.cli import main as eval_main
-from napari_limnet.evaluation.protocol import dice
 from napari_limnet.evaluation.report import ALL, POOLED, markdown_table, summary_rows
-from napari_limnet.evaluation.runner import simulate, thin_slices
+from napari_limnet.evaluation.runner import thin_slices
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

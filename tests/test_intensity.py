@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from napari_limnet.engine.intensity import hounsfield_to_unit, is_hounsfield
-from napari_limnet.training.data import read_case, to_uint8
+from napari_limnet.intensity import hounsfield_to_unit, is_hounsfield, to_uint8
+from napari_limnet.training.data import read_case
 
 
 def _ct_like(rng) -> np.ndarray:

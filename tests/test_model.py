@@ -8,6 +8,7 @@ from torch.nn import functional as F
 
 from napari_limnet.model import LimNet, LimNetConfig, WeightsError, count_parameters, load_model, save_weights
 from napari_limnet.model.memory import read_memory
+from napari_limnet.model.weights import file_sha256, shipped_weights_path
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +100,9 @@ def test_a_folder_given_as_weights_is_refused_with_a_clear_message(given):
 def test_shipped_weights_load_and_say_what_they_are():
     net, info = load_model()
     assert isinstance(net, LimNet)
-    assert info.describe()
-    if info.trained:
-        assert len(info.sha256) == 64
+    sha = file_sha256(shipped_weights_path())
+    assert info.trained and info.sha256 == sha and info.path == str(shipped_weights_path())
+    assert info.describe() == f"{info.name} (sha256 {sha[:12]}…)"
 
 
 @torch.inference_mode()

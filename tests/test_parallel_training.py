@@ -1,6 +1,6 @@
-"""Training on a machine that cannot read the data folder (a pack) and with several processes:
-gradients are averaged exactly, the processes agree on the clock, and a two-process run trains,
-validates and exports like a single process."""
+"""Training on a machine that cannot read the data folder (a pack) and in several processes under
+torchrun's launcher: gradients are averaged exactly, the processes agree on the clock and end with the
+same weights, and a two-process ``limnet train`` trains, validates and exports like a single process."""
 
 from __future__ import annotations
 
@@ -9,40 +9,61 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
-from ranks_worker import sync_known_gradients
+from ranks_worker import collectives, launch, train
 from test_training import ROOT, tiny_config
 
-from napari_limnet.model import load_model
+from napari_limnet.model import LimNet, LimNetConfig, load_model
 from napari_limnet.training import Trainer
+from napari_limnet.training.cli import main as train_main
 from napari_limnet.training.pack import write_pack
-from napari_limnet.training.ranks import run_ranks
 from napari_limnet.training.trainer import VAL_SOURCES_EXTRA
 
 SOURCES = ("msd_hippocampus", "la2018_lgemri", "acdc_cine_mri")
 
 
-def test_step_sync_averages_gradients_and_clock(tmp_path):
-    mp.spawn(sync_known_gradients, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    for r, res in enumerate(results):
+def write_config(tmp_path: Path, **overrides) -> Path:
+    path = tmp_path / "configs" / "tiny.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(tiny_config(tmp_path, **overrides).to_dict()))
+    return path
+
+
+def test_data_parallel_step_averages_gradients_and_the_collectives_agree():
+    results = launch(collectives)
+    assert sorted(results) == [0, 1]
+    for rank, res in results.items():
         first_w, first_b, second_w, second_b, third_w, third_b = res["grads"]
         assert torch.equal(first_w, torch.full((2, 3), 2.0)) and torch.equal(first_b, torch.full((2,), 2.0))
         assert torch.equal(second_w, torch.full((1, 2), 2.0)) and torch.equal(second_b, torch.full((1,), 2.0))
         assert third_w is None and third_b is None  # unused everywhere: AdamW must skip it, as alone
-        assert res["elapsed"] == 15.0
-        assert torch.equal(res["stat"], torch.full((2,), 15.0))
-        assert res["share"] == ([0, 2, 4] if r == 0 else [1, 3])
+        assert res["clock"] == 15.0
+        assert torch.equal(res["weights"]["0.stat"], torch.full((2,), 15.0))
+        assert res["share"] == ([0, 2, 4] if rank == 0 else [1, 3])
         assert res["gathered"] == [0, 1]
+        assert res["from_lead"] == "rank 0"
+    for key, value in results[0]["weights"].items():  # the lead's starting weights, everywhere
+        assert torch.equal(value, results[1]["weights"][key]), key
 
 
-def test_two_process_run_validates_and_exports(tmp_path):
+def test_two_processes_end_with_the_same_weights_and_export_them(tmp_path):
     export = tmp_path / "weights" / "limnet.pt"
-    config = tiny_config(tmp_path, export_path=str(export), export_name="tiny-ranks", ranks=2)
-    path = tmp_path / "configs" / "tiny-ranks.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(config.to_dict()))
-    run_ranks(path, 2)
+    weights = launch(train, str(write_config(tmp_path, export_path=str(export))))
+    assert sorted(weights) == [0, 1]
+    torch.manual_seed(0)  # the config's seed: the weights the trainer starts from
+    initial = LimNet(LimNetConfig()).state_dict()
+    exported = load_model(export)[0].state_dict()
+    trained = [k for k, v in weights[0].items() if v.is_floating_point() and not torch.equal(v, initial[k])]
+    assert len(trained) > len(weights[0]) // 2  # the steps changed the weights ...
+    for key, value in weights[0].items():  # ... identically in both processes, and the lead exported them
+        if value.is_floating_point():  # weights and batch-norm statistics (not each process's batch count)
+            assert torch.equal(value, weights[1][key]), key
+        assert torch.equal(value, exported[key]), key
+
+
+def test_limnet_train_starts_its_ranks_under_torchrun(tmp_path, capsys):
+    export = tmp_path / "weights" / "limnet.pt"
+    assert train_main(["train", str(write_config(tmp_path, export_path=str(export), export_name="tiny-ranks",
+                                                  ranks=2))]) == 0
     events = [json.loads(line) for line in (tmp_path / "runs" / "tiny-test" / "log.jsonl").read_text().splitlines()]
     assert events[0]["event"] == "start" and events[0]["ranks"] == 2
     # one log, written by the lead only, with the same validation points as a single process

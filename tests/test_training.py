@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 
+from napari_limnet.clicks import dice as slice_dice
+from napari_limnet.clicks import interior_click, simulate
 from napari_limnet.engine.runner import NetworkRunner
 from napari_limnet.evaluation.methods import METHODS, MethodContext
-from napari_limnet.evaluation.protocol import dice as slice_dice
-from napari_limnet.evaluation.runner import simulate
 from napari_limnet.model import load_model
 from napari_limnet.model.weights import file_sha256, shipped_weights_path
 from napari_limnet.training import TrainConfig, Trainer, augment, load_config
-from napari_limnet.training.data import Volume, objects_of, read_case
-from napari_limnet.training.rollout import evaluate_object, summarize
+from napari_limnet.training.data import LabelledVolume, objects_of, read_case
 from napari_limnet.training.round_candidates import (
     UNKNOWN_OFFSET,
     Candidates,
@@ -30,10 +29,10 @@ from napari_limnet.training.round_candidates import (
     ranking_loss,
 )
 from napari_limnet.training.sampler import Sampler
-from napari_limnet.training.simulate import interior_click
 from napari_limnet.training.steps import QualityBuffer, interaction_step
 from napari_limnet.training.synthetic import synthetic_volume
 from napari_limnet.training.trainer import make_optimizer
+from napari_limnet.training.validation import evaluate_object, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 # limnet-v4 scores 0.83 on this case (one click at the distance maximum; v3 scored 0.655, v2 0.745);
@@ -148,7 +147,7 @@ def test_thick_slice_sequences_skip_evenly_within_the_gap(monkeypatch):
     labels = np.zeros((80, 24, 24), np.uint8)
     labels[10:70, 6:18, 6:18] = 1
     image = np.broadcast_to(np.arange(80, dtype=np.uint8)[:, None, None], labels.shape).copy()
-    fine = Volume("fine", image, labels, (1.6, 1.0, 1.0), (1,))  # never resliced: slices along axis 0
+    fine = LabelledVolume("fine", image, labels, (1.6, 1.0, 1.0), (1,))  # never resliced: slices along axis 0
     sampler = Sampler([fine], np.random.default_rng(3), synthetic_share=0.0, pool_size=0, min_voxels=50,
                       field_of_view_share=0.0, thick_slice_share=1.0, max_slice_gap=8.0)
     strides = set()
@@ -160,7 +159,7 @@ def test_thick_slice_sequences_skip_evenly_within_the_gap(monkeypatch):
         strides.add(abs(steps.pop()))
     assert strides == {2, 3, 4, 5}  # 8 mm / 1.6 mm
     assert {abs(int(np.diff(np.rint(sampler.sample(2).image[:, 0, 0] * 255))[0])) for _ in range(10)} == {1}
-    coarse = Sampler([Volume("coarse", image, labels, (4.5, 1.0, 1.0), (1,))], np.random.default_rng(3),
+    coarse = Sampler([LabelledVolume("coarse", image, labels, (4.5, 1.0, 1.0), (1,))], np.random.default_rng(3),
                      synthetic_share=0.0, pool_size=0, min_voxels=50, field_of_view_share=0.0,
                      thick_slice_share=1.0, max_slice_gap=8.0)
     assert {abs(int(d)) for _ in range(10) for d in np.diff(np.rint(coarse.sample(6).image[:, 0, 0] * 255))} == {1}
@@ -173,7 +172,7 @@ def test_merged_objects_join_only_touching_structures(monkeypatch):
     monkeypatch.setattr(augment, "intensity", lambda rng, img: img)
     labels = np.zeros((12, 32, 32), np.uint8)
     labels[2:10, 4:10, 4:14], labels[2:10, 10:16, 4:14], labels[2:10, 22:28, 4:14] = 1, 2, 3
-    volume = Volume("v", np.zeros(labels.shape, np.uint8), labels, (3.0, 1.0, 1.0), (1, 2, 3))
+    volume = LabelledVolume("v", np.zeros(labels.shape, np.uint8), labels, (3.0, 1.0, 1.0), (1, 2, 3))
     sampler = Sampler([volume], np.random.default_rng(5), synthetic_share=0.0, pool_size=0, min_voxels=10,
                       field_of_view_share=0.0, merged_share=1.0)
     seen = {tuple(sorted(set(np.unique(labels[5][sampler.sample(2).mask[0]]).tolist()))) for _ in range(40)}

@@ -12,7 +12,7 @@ from qtpy.QtWidgets import QMessageBox
 from scipy import ndimage
 from synthetic import ellipsoid_volume
 
-from napari_limnet.evaluation.protocol import dice, first_click
+from napari_limnet.clicks import dice, first_click
 from napari_limnet.io import read_volume
 from napari_limnet.ui._controls import TITLE
 from napari_limnet.ui._sample_data import brain_mri

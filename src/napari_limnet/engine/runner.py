@@ -13,6 +13,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from ..intensity import hounsfield_to_unit, is_hounsfield
 from ..model import LimNet, SliceFeatures
 from ..model.limnet import fused_for_inference
 from .crops import (
@@ -26,7 +27,6 @@ from .crops import (
     quality_inputs,
     zoom_in,
 )
-from .intensity import hounsfield_to_unit, is_hounsfield
 from .propagation import Track, anchor_window, memory_entries
 from .propagation import step as walk_step
 
@@ -70,7 +70,7 @@ class NetworkRunner:
             self._cache.clear()
 
     def slice(self, z: int) -> np.ndarray:
-        """Slice z as the network reads it (a CT through its HU curve, engine/intensity.py)."""
+        """Slice z as the network reads it (a CT through its HU curve, intensity.py)."""
         return hounsfield_to_unit(self.volume[z]) if self._hounsfield else self.volume[z]
 
     @property

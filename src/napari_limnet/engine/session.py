@@ -135,16 +135,6 @@ def _check_volume(volume) -> np.ndarray:
     return arr
 
 
-def _depth_share(mask: np.ndarray, point_yx, spacing: tuple[float, float]) -> float:
-    """How deep a point lies in a 2D mask: its distance to the mask's edge (in mm, the slice border
-    counting as edge) over the greatest such distance; 0 outside the mask."""
-    from scipy import ndimage  # only negative-only clicks need it: 10-15 MB less for every other session
-
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1]
-    y, x = point_yx
-    return float(depth[y, x] / depth.max()) if depth.max() > 0 else 0.0
-
-
 def _check_spacing(spacing) -> tuple[float, float, float]:
     sp = tuple(float(s) for s in spacing)
     if len(sp) != 3 or not all(np.isfinite(s) and s > 0 for s in sp):
@@ -476,7 +466,9 @@ class Session:
         trimmed = self._runner.segment_slice(z, [], neg, current) & current
         if trimmed.sum() >= TRIM_KEEP * current.sum():
             return trimmed
-        return empty if _depth_share(current, neg[-1], self._runner.spacing) >= CENTRE_DEPTH else trimmed
+        from ..clicks import depth_share  # scipy, only when a trim needs it
+
+        return empty if depth_share(current, neg[-1], self._runner.spacing) >= CENTRE_DEPTH else trimmed
 
     def _walk(self, start: int, mask2d: np.ndarray, trimmed: bool, step: int, anchors: dict, entries: list,
               cancelled):

@@ -1,7 +1,8 @@
 """Simulated-click evaluation of LIM-Net and baselines (``limnet eval``)."""
 
+from ..clicks import SimClick, dice, first_click, next_click
 from .methods import METHODS, MethodContext
-from .protocol import SimClick, dice, first_click, next_click, noc, object_metrics
+from .protocol import noc, object_metrics
 from .runner import Case, evaluate, find_cases
 
 __all__ = [

@@ -16,6 +16,8 @@ import numpy as np
 from skimage.segmentation import random_walker
 from skimage.transform import resize
 
+from ..intensity import unit_window
+
 OBJECT, BACKGROUND = 1, 2
 
 
@@ -34,17 +36,6 @@ def coarse_shape(shape, spacing, budget: int) -> tuple[int, ...]:
     return grid()
 
 
-def normalise(volume: np.ndarray) -> np.ndarray:
-    """Robust rescale to [0, 1] (0.5-99.5 percentiles), NaN set to the median: sources ship any range."""
-    data = np.asarray(volume, dtype=np.float32)
-    finite = data[np.isfinite(data)]
-    if finite.size == 0:
-        raise ValueError("the volume has no finite values")
-    lo, hi = np.percentile(finite, [0.5, 99.5])
-    data = np.where(np.isfinite(data), data, np.median(finite))
-    return np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-
-
 class RandomWalkerSession:
     """Session-like wrapper: ``click(point, positive)`` returns the full-resolution mask after re-solving
     the walker with every click so far; ``reset()`` forgets the clicks but keeps the prepared volume."""
@@ -58,7 +49,7 @@ class RandomWalkerSession:
         grid = coarse_shape(volume.shape, spacing, budget)
         self._scale = np.array(grid, dtype=float) / np.array(volume.shape, dtype=float)
         self._spacing = tuple(float(s) / k for s, k in zip(spacing, self._scale, strict=True))
-        self._image = resize(normalise(volume), grid, order=1, anti_aliasing=True, preserve_range=True)
+        self._image = resize(unit_window(volume), grid, order=1, anti_aliasing=True, preserve_range=True)
         self._beta = beta
         self._seed_radius = seed_radius
         self.clicks: list[tuple[tuple[int, int, int], bool]] = []

@@ -6,17 +6,17 @@ from __future__ import annotations
 import json
 import random
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from napari_limnet.clicks import simulate
 from napari_limnet.io import VolumeError, probe_volume, read_volume
 
 from .methods import METHODS, MethodContext
-from .protocol import dice, first_click, next_click, object_metrics
+from .protocol import object_metrics
 
 IMAGE_SUFFIX = "_image.nii.gz"
 LABEL_SUFFIX = "_label.nii.gz"
@@ -91,26 +91,6 @@ def thin_slices(image: np.ndarray, labels: np.ndarray, spacing, gap: float | Non
         return image, labels, tuple(spacing)
     k = max(1, int(round(gap / spacing[0])))
     return image[::k], labels[::k], (float(spacing[0]) * k, *spacing[1:])
-
-
-def simulate(session, ref: np.ndarray, spacing, max_clicks: int, after_click=None) -> dict:
-    """Run the protocol on one object. ``dice`` always has ``max_clicks`` entries: when a result is
-    perfect there is nothing left to click, so the remaining rounds keep its Dice. ``seconds`` is the
-    wall time of each click (the method's work only, not the protocol's). ``after_click(session)``
-    runs after each click, untimed."""
-    clicks, dices, seconds = [], [], []
-    click = first_click(ref, spacing)
-    while click is not None and len(clicks) < max_clicks:
-        started = time.perf_counter()
-        mask = np.asarray(session.click(click.point, click.positive), dtype=bool)
-        seconds.append(time.perf_counter() - started)
-        clicks.append([*click.point, click.positive])
-        dices.append(dice(mask, ref))
-        if after_click is not None:
-            after_click(session)
-        click = next_click(mask, ref, spacing)
-    dices += dices[-1:] * (max_clicks - len(dices))
-    return {"clicks": clicks, "dice": dices, "seconds": seconds}
 
 
 def seed_everything(seed: int) -> None:

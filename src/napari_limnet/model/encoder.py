@@ -22,9 +22,6 @@ class SliceFeatures:
     f4: torch.Tensor
     f8: torch.Tensor
 
-    def to(self, device: torch.device | str) -> SliceFeatures:
-        return SliceFeatures(self.f2.to(device), self.f4.to(device), self.f8.to(device))
-
 
 class ImageEncoder(nn.Module):
     """Three-scale CNN: the high-resolution stream keeps boundaries, the low ones give context."""

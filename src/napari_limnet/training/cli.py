@@ -1,9 +1,10 @@
-"""``limnet train CONFIG``: the lead wires ``add_train_parser`` into the ``limnet`` command."""
+"""``limnet train CONFIG``: one process, or one of many under ``torchrun`` (training/distributed.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -14,10 +15,10 @@ from ..command import run_command
 from ..model import load_model
 from .config import TrainConfig, load_config, resolve
 from .data import val_volumes
+from .distributed import launch_here, process_group
 from .pack import write_pack
-from .ranks import run_ranks
-from .rollout import val_objects, validate
 from .trainer import VAL_SOURCES_EXTRA, Trainer
+from .validation import val_objects, validate
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
@@ -50,11 +51,16 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"pack of {listing['mb']} MB in {args.pack}: {len(listing['train'])} train cases, "
               f"{len(listing['val'])} val cases")
         return 0
-    if config.ranks > 1:
-        run_ranks(args.config, config.ranks, resume=not args.no_resume, device=args.device)
-        run_dir = resolve(base, config.run_dir) / config.name
+    run_dir = resolve(base, config.run_dir) / config.name
+    if config.ranks > 1 and "WORLD_SIZE" not in os.environ:  # the shortcut: torchrun on this machine
+        launch_here(config.ranks, ["train", args.config, *(["--no-resume"] if args.no_resume else []),
+                                   *(["--device", args.device] if args.device else [])])
     else:
-        run_dir = Trainer(config, base).run(resume=not args.no_resume)
+        with process_group(config.device) as ranks:
+            Trainer(config, base, log=print if ranks.lead else lambda _: None, ranks=ranks).run(
+                resume=not args.no_resume)
+            if not ranks.lead:
+                return 0
     print(f"training finished; log and checkpoints in {run_dir}")
     return 0
 
@@ -75,8 +81,8 @@ def validate_weights(config: TrainConfig, base: Path, limit: int) -> dict:
 
 
 def main(argv=None) -> int:
-    """Stand-alone entry (``python -m napari_limnet.training.cli train CONFIG``) for use before the
-    ``limnet`` command wires the parser in."""
+    """``python -m napari_limnet.training.cli train CONFIG``: training without the ``limnet`` command's
+    other dependencies (a machine with torch, numpy, scipy and scikit-image only)."""
     parser = argparse.ArgumentParser(prog="limnet")
     add_train_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -55,7 +55,7 @@ class TrainConfig:
     export_path: str = ""  # where the best weights are written after each stage ("" = nowhere)
     export_name: str = "limnet"
     init_weights: str = ""  # weights file a fresh run starts from (a fine-tuning run); "" = random init
-    ranks: int = 1  # processes that train together (training/ranks.py); ``batch`` is per process
+    ranks: int = 1  # processes `limnet train` starts here via torchrun (a launcher's count wins); batch is per process
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

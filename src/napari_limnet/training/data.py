@@ -9,15 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.intensity import hounsfield_to_unit, is_hounsfield
+from ..intensity import to_uint8
+from ..io import read_volume
 
 # The ACDC files store 1 mm everywhere, but their slices are 5-10 mm apart: never reslice them.
 SLICE_SPACING_OVERRIDE = {"acdc_cine_mri": 7.0}
 
 
 @dataclass
-class Volume:
-    """One volume in zyx order with its label map; ``objects`` lists the label values to train on."""
+class LabelledVolume:
+    """A training or validation case: a scan in zyx order with its label map; ``objects`` lists the label
+    values to train on. (``io.Volume`` is a scan as read from a file, with the geometry to write masks
+    back; training needs the labels instead, and never writes.)"""
 
     name: str
     image: np.ndarray  # uint8 (real cases) or float32 in [0, 1] (synthetic)
@@ -31,27 +34,13 @@ class Volume:
         return tuple(a for a in range(3) if max(np.delete(sp, a)) <= 1.5 * min(np.delete(sp, a)))
 
 
+
 def read_case(data_root: Path, source: str, case: str) -> tuple[np.ndarray, np.ndarray, tuple]:
-    """NIfTI pair -> zyx float32 image, zyx uint8 labels, zyx spacing."""
-    import nibabel as nib
-
-    img = nib.load(str(data_root / source / f"{case}_image.nii.gz"))
-    lab = nib.load(str(data_root / source / f"{case}_label.nii.gz"))
-    image = np.asarray(img.dataobj, dtype=np.float32).transpose(2, 1, 0)
-    labels = np.asarray(lab.dataobj).astype(np.uint8).transpose(2, 1, 0)
-    sx, sy, sz = (float(v) for v in img.header.get_zooms()[:3])
-    return image, labels, (sz, sy, sx)
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Robust 0.5-99.5 percentile window to 0..255: a quarter of the memory, any source range. A CT
-    goes through the engine's HU curve instead (engine/intensity.py), so training sees what use sees."""
-    if is_hounsfield(image):
-        return (hounsfield_to_unit(image) * 255 + 0.5).astype(np.uint8)
-    finite = np.isfinite(image)
-    lo, hi = np.percentile(image[finite], [0.5, 99.5]) if finite.any() else (0.0, 1.0)
-    scaled = (np.nan_to_num(image, nan=lo) - lo) / max(hi - lo, 1e-6)
-    return (np.clip(scaled, 0, 1) * 255 + 0.5).astype(np.uint8)
+    """``<source>/<case>_image.nii.gz`` and its ``_label.nii.gz`` -> zyx float32 image, zyx uint8 labels,
+    zyx spacing (read as every scan is: ``io.read_volume``)."""
+    image = read_volume(data_root / source / f"{case}_image.nii.gz")
+    labels = read_volume(data_root / source / f"{case}_label.nii.gz")
+    return np.asarray(image.data, dtype=np.float32), np.asarray(labels.data).astype(np.uint8), image.spacing
 
 
 def objects_of(labels: np.ndarray, min_voxels: int) -> tuple[int, ...]:
@@ -88,19 +77,19 @@ def build_cache(data_root: Path, cache_dir: Path, sources, split: str = "train",
     return paths
 
 
-def load_cached(paths, min_voxels: int) -> list[Volume]:
+def load_cached(paths, min_voxels: int) -> list[LabelledVolume]:
     volumes = []
     for path in paths:
         with np.load(path) as z:
             labels = z["labels"]
             objs = objects_of(labels, min_voxels)
             if objs:
-                volumes.append(Volume(f"{path.parent.name}/{path.stem}", z["image"], labels,
+                volumes.append(LabelledVolume(f"{path.parent.name}/{path.stem}", z["image"], labels,
                                       tuple(float(v) for v in z["spacing"]), objs))
     return volumes
 
 
-def val_volumes(data_root: Path, sources, min_voxels: int, max_cases: int = 0) -> list[Volume]:
+def val_volumes(data_root: Path, sources, min_voxels: int, max_cases: int = 0) -> list[LabelledVolume]:
     """Validation cases straight from the NIfTI files (float images, true value ranges)."""
     out = []
     for source in sources:
@@ -109,5 +98,5 @@ def val_volumes(data_root: Path, sources, min_voxels: int, max_cases: int = 0) -
             image, labels, spacing = read_case(data_root, source, case)
             objs = objects_of(labels, min_voxels)
             if objs:
-                out.append(Volume(f"{source}/{case}", image, labels, spacing, objs))
+                out.append(LabelledVolume(f"{source}/{case}", image, labels, spacing, objs))
     return out

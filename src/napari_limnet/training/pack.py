@@ -8,7 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .data import Volume, build_cache, cache_case, load_cached, split_cases
+from .data import LabelledVolume, build_cache, cache_case, load_cached, split_cases
 
 
 def write_pack(data_root: Path, cache_dir: Path, sources, val_sources, out: Path, budget_mb: float,
@@ -46,7 +46,7 @@ def write_pack(data_root: Path, cache_dir: Path, sources, val_sources, out: Path
     return listing
 
 
-def read_pack(root: Path, sources, min_voxels: int) -> tuple[list[Volume], list[Volume]]:
+def read_pack(root: Path, sources, min_voxels: int) -> tuple[list[LabelledVolume], list[LabelledVolume]]:
     """(train volumes of ``sources``, every val volume) of a pack."""
     listing = json.loads((root / "pack.json").read_text())
     train = [root / p for p in listing["train"] if Path(p).parts[1] in sources]

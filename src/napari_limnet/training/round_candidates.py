@@ -18,13 +18,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..clicks import dice, simulate
 from ..engine.crops import quality_inputs
 from ..engine.fusion import NEAR_TIE, Round, SliceMask, choose_round
 from ..engine.session import Session
-from ..evaluation.protocol import dice
-from ..evaluation.runner import simulate
 from ..model import LimNet
-from .rollout import VALIDATION_WEIGHTS
+from .validation import VALIDATION_WEIGHTS
 
 RANK_MIN_GAP = 0.02  # pairs whose true Dice differ less than this carry no ranking signal
 RANK_SHARPNESS = 20.0  # scale of predicted-Dice gaps in the logistic ranking loss

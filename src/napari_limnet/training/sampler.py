@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import augment
-from .data import Volume
+from .data import LabelledVolume
 from .synthetic import synthetic_volume
 
 
@@ -24,7 +24,7 @@ class Sample:
 
 
 class Sampler:
-    def __init__(self, volumes: list[Volume], rng: np.random.Generator, *, synthetic_share: float,
+    def __init__(self, volumes: list[LabelledVolume], rng: np.random.Generator, *, synthetic_share: float,
                  pool_size: int, min_voxels: int, field_of_view_share: float = 0.3,
                  object_share: tuple[float, float] | None = None, thick_slice_share: float = 0.0,
                  max_slice_gap: float = 6.0, merged_share: float = 0.0) -> None:
@@ -48,17 +48,17 @@ class Sampler:
             if vol.objects:
                 self.pool[int(self.rng.integers(len(self.pool)))] = vol
 
-    def _volume(self) -> Volume:
+    def _volume(self) -> LabelledVolume:
         if self.pool and self.rng.random() < self.synthetic_share:
             return self.pool[int(self.rng.integers(len(self.pool)))]
         return self.volumes[int(self.rng.integers(len(self.volumes)))]
 
-    def draw_object(self) -> tuple[Volume, int]:
+    def draw_object(self) -> tuple[LabelledVolume, int]:
         """A volume (real or synthetic, in the configured shares) and one of its objects' labels."""
         vol = self._volume()
         return vol, vol.objects[int(self.rng.integers(len(vol.objects)))]
 
-    def _merged_with(self, vol: Volume, label: int) -> tuple[int, ...]:
+    def _merged_with(self, vol: LabelledVolume, label: int) -> tuple[int, ...]:
         """``label`` alone, or for ``merged_share`` of the draws ``label`` together with a structure it
         touches (ventricle and myocardium, brainstem and cord): users outline unions of the structures
         an atlas separates, and the network must follow the click, not a list of anatomies."""

@@ -1,34 +1,10 @@
-"""Simulated user clicks for training: the first click inside the object (near, not always at, its
-most interior point) and corrections on the largest error region of the model's own prediction."""
+"""Simulated wrong masks for training: what a propagated or earlier result looks like. The simulated
+clicks themselves follow the shared rules in ``napari_limnet/clicks.py``."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-
-from ..evaluation.protocol import boundary_distance, interior_point, largest_error_region
-
-
-def interior_click(rng: np.random.Generator | None, region: np.ndarray, spacing) -> tuple[int, int]:
-    """A pixel deep inside ``region``: the distance maximum when ``rng`` is None, else a random pixel
-    whose depth is at least a random fraction of the maximum (users do not click the exact centre)."""
-    if rng is None:
-        return interior_point(region, spacing)
-    dist = boundary_distance(region, spacing)
-    floor = dist.max() * (rng.uniform(0.75, 1.0) if rng.random() < 0.5 else rng.uniform(0.2, 0.75))
-    ys, xs = np.nonzero(dist >= floor)
-    i = int(rng.integers(len(ys)))
-    return int(ys[i]), int(xs[i])
-
-
-def error_click(rng, pred: np.ndarray, ref: np.ndarray, spacing):
-    """The correction a user makes: inside the largest false-negative or false-positive region.
-    Returns ((y, x), positive) or None when the prediction is already exact."""
-    found = largest_error_region(pred, ref)
-    if found is None:
-        return None
-    region, positive = found
-    return interior_click(rng, region, spacing), positive
 
 
 def perturb_mask(rng: np.random.Generator, mask: np.ndarray) -> np.ndarray:

@@ -10,14 +10,23 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..engine.crops import Roi, crop_image, crop_mask, interaction_window, paste_logits, quality_inputs, zoom_in
+from ..clicks import dice as slice_dice
+from ..clicks import error_click, interior_click
+from ..engine.crops import (
+    Roi,
+    crop_image,
+    crop_mask,
+    interaction_window,
+    paste_logits,
+    prompt_maps,
+    quality_inputs,
+    zoom_in,
+)
 from ..engine.propagation import Track, anchor_window, memory_entries
 from ..engine.propagation import step as walk_step
-from ..evaluation.protocol import dice as slice_dice
 from ..model import LimNet
-from .rollout import interaction_inputs
 from .sampler import Sample
-from .simulate import error_click, interior_click, perturb_mask
+from .simulate import perturb_mask
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -108,6 +117,11 @@ def _advance(rng, st: _Click2D, mask: np.ndarray, crop: int) -> None:
         (st.pos if click[1] else st.neg).append(click[0])
     st.zoom_pending = not mask.any()
     st.roi = interaction_window(mask, st.pos + st.neg, mask.shape, st.spacing)
+
+
+def interaction_inputs(image: np.ndarray, roi: Roi, pos, neg, prev: np.ndarray, crop: int):
+    """The image crop and the 3 prompt channels (positive, negative clicks, previous mask)."""
+    return crop_image(image, roi, crop), prompt_maps(roi, pos, neg, prev, crop)
 
 
 def _interact(net: LimNet, states: list[_Click2D], device) -> torch.Tensor:

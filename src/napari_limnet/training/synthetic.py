@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .data import Volume, objects_of
+from .data import LabelledVolume, objects_of
 
 
 def smooth_noise(rng: np.random.Generator, shape, scale: float) -> np.ndarray:
@@ -67,7 +67,7 @@ def _tube(rng, shape, zscale) -> np.ndarray:
     return ndimage.distance_transform_edt(seed, sampling=(zscale, 1, 1)) <= radius
 
 
-def synthetic_volume(rng: np.random.Generator, min_voxels: int = 50) -> Volume:
+def synthetic_volume(rng: np.random.Generator, min_voxels: int = 50) -> LabelledVolume:
     """One random volume with 1-5 labelled objects and 0-4 unlabelled distractors."""
     shape = (int(rng.integers(8, 33)), int(rng.integers(48, 129)), int(rng.integers(48, 129)))
     zscale = float(rng.choice([1.0, 1.0, 2.0, 3.0]))
@@ -92,4 +92,4 @@ def synthetic_volume(rng: np.random.Generator, min_voxels: int = 50) -> Volume:
     image = ndimage.gaussian_filter(image, (0, *(rng.uniform(0.3, 1.0),) * 2))  # partial-volume edges
     image = (image - image.min()) / max(float(np.ptp(image)), 1e-6)
     objects = objects_of(labels, min_voxels)
-    return Volume("synthetic", image.astype(np.float32), labels, (zscale, 1.0, 1.0), objects)
+    return LabelledVolume("synthetic", image.astype(np.float32), labels, (zscale, 1.0, 1.0), objects)

@@ -17,21 +17,15 @@ from ..engine.fusion import PREFERRED_MARGIN
 from ..model import LimNet, LimNetConfig, count_parameters, load_model, save_weights
 from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
+from .distributed import Ranks
 from .pack import read_pack
-from .ranks import Ranks
-from .rollout import evaluate_objects, summarize, val_objects
 from .round_candidates import Candidates, decision_gain, harvest_object, head_loss, predict
 from .sampler import Sampler
 from .steps import QualityBuffer, interaction_step, propagation_step, quality_loss
 from .synthetic import synthetic_volume
+from .validation import evaluate_objects, summarize, val_objects
 
 VAL_SOURCES_EXTRA = ("pyradiomics_testcases",)  # validation only: no train cases, other anatomy
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def lr_factor(progress: float, warmup: float = 0.05) -> float:
@@ -60,7 +54,10 @@ class Trainer:
         self.run_dir = resolve(base, config.run_dir) / config.name
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.export_path = resolve(base, config.export_path) if config.export_path else None
-        self.device = pick_device(config.device)
+        if self.ranks.world > 1 and any(stage.kind == "fusion" for stage in config.stages):
+            raise ValueError("a fusion stage runs in one process (its harvest is the engine's own rounds): "
+                             "run it without a launcher")
+        self.device = self.ranks.device(config.device)
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         # every process draws its own samples; rank 0 draws what a single process would
@@ -69,6 +66,7 @@ class Trainer:
             self.net = load_model(resolve(base, config.init_weights), allow_random=False)[0].to(self.device)
         else:
             self.net = LimNet(LimNetConfig()).to(self.device)
+        self.parallel = self.ranks.data_parallel(self.net)
         self.buffer = QualityBuffer(crop=self.net.config.crop)
         self.use_amp = config.amp and self.device.type == "cuda"
         data_root = resolve(base, config.data_root)
@@ -77,7 +75,7 @@ class Trainer:
             train_volumes, val_vols = read_pack(data_root, config.sources, config.min_object_voxels)
         elif config.sources and (data_root / "splits.json").exists():
             cache = resolve(base, config.cache_dir)
-            if self.ranks.lead:  # one writer; the others read what it wrote
+            if self.ranks.local_lead:  # one writer per machine; the others read what it wrote
                 build_cache(data_root, cache, config.sources, max_cases=config.max_cases_per_source)
             self.ranks.barrier()
             paths = build_cache(data_root, cache, config.sources, max_cases=config.max_cases_per_source)
@@ -124,16 +122,28 @@ class Trainer:
         tmp.replace(self.run_dir / "checkpoint.pt")
 
     def _load_checkpoint(self):
+        """The lead's checkpoint, in every process (the others need not see the lead's disk)."""
         path = self.run_dir / "checkpoint.pt"
-        if not path.exists():
+        state = None
+        if self.ranks.lead and path.exists():
+            # Our own file, written by _save_checkpoint: it holds numpy RNG state, hence weights_only=False.
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        state = self.ranks.from_lead(state)
+        if state is None:
             return None
-        # Our own file, written by _save_checkpoint: it holds numpy RNG state, hence weights_only=False.
-        state = torch.load(path, map_location=self.device, weights_only=False)
         self.net.load_state_dict(state["model"])
         if self.ranks.lead:  # the others go on from their own seeds: their draws are not saved
             self.rng.bit_generator.state = state["np_rng"]
             torch.set_rng_state(state["torch_rng"])
         return state
+
+    def _load_best(self):
+        """The stage's best weights so far, as the lead saved them (None if it has none)."""
+        path = self.run_dir / "best_of_stage.pt"
+        state = None
+        if self.ranks.lead and path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        return self.ranks.from_lead(state)
 
     def _export(self, stage: StageConfig, step: int, summary: dict) -> None:
         if self.export_path is None or not self.ranks.lead:
@@ -189,7 +199,6 @@ class Trainer:
         for si, stage in enumerate(self.config.stages):
             if si < start_stage:
                 continue
-            self.ranks.broadcast_state(self.net)
             opt = make_optimizer(self.net, stage)
             step, elapsed, best = 0, 0.0, None
             if state and si == start_stage:
@@ -202,11 +211,8 @@ class Trainer:
                 self._save_checkpoint(si + 1, 0, 0.0, None, None)
                 state = None
                 continue
-            best_path = self.run_dir / "best_of_stage.pt"
-            self.ranks.barrier()  # the lead has written best_of_stage.pt before anyone reads it
-            if best is not None and best_path.exists():
-                best_state = torch.load(best_path, map_location=self.device, weights_only=True)
-            else:
+            best_state = self._load_best() if best is not None else None
+            if best_state is None:
                 best_state = copy.deepcopy(self.net.state_dict())
             if best is None and stage.kind != "quality":  # a stage never ships worse weights than it began with
                 best, best_state = self._validate_keep_best(si, stage, 0, best, best_state)
@@ -217,10 +223,10 @@ class Trainer:
                 progress = max(step / stage.steps, elapsed / cap if cap else 0.0)
                 for group in opt.param_groups:
                     group["lr"] = stage.lr * group["scale"] * lr_factor(progress)
-                out = self._step(stage, progress)
+                out = self.parallel(self._step, stage, progress)
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
-                elapsed = self.ranks.step_sync(self.net, time.time() - t0)
+                elapsed = self.ranks.mean(time.time() - t0)
                 torch.nn.utils.clip_grad_norm_(self.net.parameters(), 5.0)
                 opt.step()
                 step += 1

@@ -7,21 +7,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..engine.crops import Roi, crop_image, prompt_maps
+from ..clicks import dice, error_click, interior_click, simulate
 from ..engine.runner import NetworkRunner
 from ..engine.session import Session
-from ..evaluation.protocol import dice as slice_dice
-from ..evaluation.runner import simulate
 from ..model import LimNet, WeightsInfo
-from .simulate import error_click, interior_click
 
 VALIDATION_WEIGHTS = WeightsInfo("weights in training", True, None, None)
 VAL_CLICKS = 5  # 3D protocol clicks per val object: Dice after 1, 3 and 5 of them
-
-
-def interaction_inputs(image: np.ndarray, roi: Roi, pos, neg, prev: np.ndarray, crop: int):
-    """The image crop and the 3 prompt channels (positive, negative clicks, previous mask)."""
-    return crop_image(image, roi, crop), prompt_maps(roi, pos, neg, prev, crop)
 
 
 def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, device="cpu") -> dict:
@@ -38,9 +30,9 @@ def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, d
     result, quality_err = {}, []
     for n_clicks in range(1, 6):
         prev = runner.segment_slice(z0, pos, neg, prev)
-        quality_err.append(abs(runner.score(z0, prev) - slice_dice(prev, target)))
+        quality_err.append(abs(runner.score(z0, prev) - dice(prev, target)))
         if n_clicks in (1, 3, 5):
-            result[f"dice2d@{n_clicks}"] = slice_dice(prev, target)
+            result[f"dice2d@{n_clicks}"] = dice(prev, target)
         click = error_click(None, prev, target, sp)
         if click is None:
             result.update({f"dice2d@{k}": result.get(f"dice2d@{k}", 1.0) for k in (1, 3, 5)})
@@ -52,7 +44,7 @@ def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, d
     result.update({f"dice3d@{k}": dices[k - 1] for k in (1, 3, 5)})
     pred = session.mask
     for z in np.flatnonzero((pred | ref).reshape(ref.shape[0], -1).any(1)):
-        quality_err.append(abs(runner.score(int(z), pred[z]) - slice_dice(pred[z], ref[z])))
+        quality_err.append(abs(runner.score(int(z), pred[z]) - dice(pred[z], ref[z])))
     result["quality_mae"] = float(np.mean(quality_err))
     return result
 
