@@ -191,7 +191,6 @@ def test_find_cases_follows_the_splits_file(synthetic_data, tmp_path):
         find_cases(synthetic_data, split="val", splits_file=bad)
 
 
-@pytest.mark.filterwarnings("ignore:napari-limnet ships no trained weights")
 def test_eval_command_end_to_end(synthetic_data, tmp_path):
     out = tmp_path / "out"
     code = eval_main([str(synthetic_data), "--split", "val", "--max-clicks", "2", "--out", str(out),
@@ -256,3 +255,43 @@ def test_eval_on_one_real_val_case(tmp_path):
     records = [json.loads(line) for line in (out / "objects.jsonl").read_text().splitlines()]
     assert {r["label"] for r in records} == {1, 2}
     assert all(r["dice"][-1] > 0.3 for r in records)
+
+
+def test_box_first_and_suspect_guided_users(synthetic_data, tmp_path, capsys):
+    """``--first-prompt box``: round 1 is the object's tight box, later rounds are clicks.
+    ``--user suspects``: corrections go only to the slices the session names as suspect, and the report
+    says how often the first suspect was among the truly worst slices. The random walker takes neither."""
+    out = tmp_path / "box"
+    assert eval_main([str(synthetic_data), "--split", "val", "--max-clicks", "3", "--out", str(out), "--quiet",
+                      "--methods", "limnet", "--first-prompt", "box", "--user", "suspects", "--device", "cpu"]) == 0
+    (record,) = [json.loads(line) for line in (out / "objects.jsonl").read_text().splitlines()]
+    assert record["method"] == "limnet/box/suspects" and len(record["box"]) == 5 and len(record["dice"]) == 3
+    assert len(record["clicks"]) <= 2  # the box was round 1
+    for click in record["clicks"]:
+        assert click[0] != record["box"][0]  # suspects leave out the slice the user prompted on
+    assert len(record["suspect_hits"]) >= 1
+    assert "## Where to look next" in (out / "summary.md").read_text()
+    assert eval_main([str(synthetic_data), "--split", "val", "--out", str(tmp_path / "rw"), "--quiet",
+                      "--methods", "random-walker", "--first-prompt", "box"]) == 2
+    assert "random-walker take(s) clicks only" in capsys.readouterr().err
+
+
+def test_a_box_user_and_a_suspect_user_on_a_real_case(shared_data):
+    """On real val objects the box-first user reaches at least the one-click user's first Dice, and the
+    suspect-guided user improves on its first round."""
+    import json as _json
+
+    from napari_limnet import Session
+    from napari_limnet.clicks import simulate
+    from napari_limnet.training.data import objects_of, read_case
+
+    splits = _json.loads((shared_data / "splits.json").read_text())
+    image, labels, spacing = read_case(shared_data, "acdc_cine_mri", splits["acdc_cine_mri"]["val"][1])
+    box_first, click_first, suspects = [], [], []
+    for label in objects_of(labels, 50):
+        ref = labels == label
+        box_first.append(simulate(Session(image, spacing), ref, spacing, 1, first_prompt="box")["dice"][0])
+        click_first.append(simulate(Session(image, spacing), ref, spacing, 1)["dice"][0])
+        suspects.append(simulate(Session(image, spacing), ref, spacing, 4, user="suspects")["dice"])
+    assert np.mean(box_first) >= np.mean(click_first)
+    assert np.mean([d[-1] for d in suspects]) > np.mean([d[0] for d in suspects])

@@ -128,21 +128,70 @@ def next_click(pred: np.ndarray, ref: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Si
     return SimClick((z, y, x), positive)
 
 
-def simulate(session, ref: np.ndarray, spacing, max_clicks: int, after_click=None) -> dict:
+def tight_box(ref: np.ndarray) -> tuple[int, int, int, int, int]:
+    """The box a user draws first: (z, y0, x0, y1, x1), inclusive, around the object's cross-section on
+    the slice where it is largest (the slice of ``first_click``)."""
+    z = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(axis=1)))
+    rows, cols = np.flatnonzero(ref[z].any(axis=1)), np.flatnonzero(ref[z].any(axis=0))
+    return z, int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
+
+
+def suspect_click(pred: np.ndarray, ref: np.ndarray, suspects: list[int], spacing=(1.0, 1.0, 1.0)):
+    """The correction of a user who looks only where the widget points (``suspects``, worst first): the
+    largest error region of the first suspect slice that has an error; None when none has."""
+    for z in suspects:
+        found = error_click(None, pred[z], ref[z], spacing[1:])
+        if found is not None:
+            (y, x), positive = found
+            return SimClick((z, y, x), positive)
+    return None
+
+
+def worst_slices(pred: np.ndarray, ref: np.ndarray, n: int = 5) -> list[int]:
+    """The ``n`` slices with the most wrong voxels (the oracle user's candidates)."""
+    errors = (pred != ref).reshape(ref.shape[0], -1).sum(axis=1)
+    return [int(z) for z in np.argsort(-errors, kind="stable")[:n] if errors[z]]
+
+
+def simulate(session, ref: np.ndarray, spacing, max_clicks: int, after_click=None, *, first_prompt: str = "click",
+             user: str = "oracle") -> dict:
     """Run the protocol on one object with any session that answers ``click(point, positive) -> 3D
-    mask``. ``dice`` always has ``max_clicks`` entries: when a result is perfect there is nothing left
-    to click, so the remaining rounds keep its Dice. ``seconds`` is the wall time of each click (the
-    method's work only, not the protocol's). ``after_click(session)`` runs after each click, untimed."""
-    clicks, dices, seconds = [], [], []
+    mask``. ``dice`` always has ``max_clicks`` entries (prompts): when a result is perfect, or the user
+    has nothing left to click, the remaining rounds keep its Dice. ``seconds`` is the wall time of each
+    prompt (the method's work only, not the protocol's). ``after_click(session)`` runs after each
+    prompt, untimed.
+
+    ``first_prompt="box"``: round 1 is ``session.box(tight_box(ref))`` instead of a click.
+    ``user="suspects"``: corrections go only to the slices ``session.suspects()`` names (the widget's
+    "where to look next"), not to the oracle's worst slice; ``suspect_hits`` records, per correction,
+    whether the first suspect slice was among the five truly worst."""
+    clicks, dices, seconds, hits = [], [], [], []
+    box = tight_box(ref) if first_prompt == "box" else None
     click = first_click(ref, spacing)
-    while click is not None and len(clicks) < max_clicks:
+    while (box is not None or click is not None) and len(dices) < max_clicks:
         started = time.perf_counter()
-        mask = np.asarray(session.click(click.point, click.positive), dtype=bool)
+        if box is not None:
+            mask = np.asarray(session.box(box), dtype=bool)
+        else:
+            mask = np.asarray(session.click(click.point, click.positive), dtype=bool)
+            clicks.append([*click.point, click.positive])
         seconds.append(time.perf_counter() - started)
-        clicks.append([*click.point, click.positive])
+        box = None
         dices.append(dice(mask, ref))
         if after_click is not None:
             after_click(session)
-        click = next_click(mask, ref, spacing)
+        if user == "suspects":
+            suspects = [z for z, _ in session.suspects()]
+            worst = worst_slices(mask, ref)
+            if worst:
+                hits.append(bool(suspects) and suspects[0] in worst)
+            click = suspect_click(mask, ref, suspects, spacing)
+        else:
+            click = next_click(mask, ref, spacing)
     dices += dices[-1:] * (max_clicks - len(dices))
-    return {"clicks": clicks, "dice": dices, "seconds": seconds}
+    out = {"clicks": clicks, "dice": dices, "seconds": seconds}
+    if first_prompt == "box":
+        out["box"] = list(tight_box(ref))
+    if user == "suspects":
+        out["suspect_hits"] = hits
+    return out

@@ -41,6 +41,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="limnet-eval", metavar="DIR",
                    help="output folder for objects.jsonl, summary.md and dice_vs_clicks.png "
                         "(default limnet-eval)")
+    p.add_argument("--first-prompt", choices=("click", "box"), default="click",
+                   help="round 1: the protocol's click (default), or the object's tight box on the slice of its "
+                        "largest cross-section; later rounds are clicks")
+    p.add_argument("--user", choices=("oracle", "suspects"), default="oracle",
+                   help="where corrections go: the slice with the most errors (oracle, default), or only the "
+                        "slices the widget names as suspect (where to look next)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed table")
 
 
@@ -78,7 +84,7 @@ def run_eval(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     records = evaluate(cases, methods, out / "objects.jsonl", context=context, max_clicks=args.max_clicks,
                        min_voxels=args.min_voxels, seed=args.seed, slice_gap=args.slice_gap,
-                       progress=not args.quiet)
+                       progress=not args.quiet, first_prompt=args.first_prompt, user=args.user)
     elapsed = time.perf_counter() - started
     if not records:
         raise ValueError(f"no objects of at least {args.min_voxels} voxels in the selected cases")
@@ -86,7 +92,8 @@ def run_eval(args: argparse.Namespace) -> int:
              + (f", first {args.limit} case(s) per source" if args.limit else "")
              + (f", every slice nearest {args.slice_gap:g} mm apart" if args.slice_gap else ""),
              f"{len(cases)} cases, methods {', '.join(methods)}, {args.max_clicks} clicks per object, "
-             f"seed {args.seed}, {elapsed:.0f} s in all", context.describe()]
+             f"seed {args.seed}, {elapsed:.0f} s in all", f"first prompt {args.first_prompt}, user {args.user}",
+             context.describe()]
     text = render_markdown(records, notes)
     (out / "summary.md").write_text(text)
     written = [out / "objects.jsonl", out / "summary.md"]

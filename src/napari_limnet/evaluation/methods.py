@@ -53,3 +53,6 @@ METHODS = {
     "limnet-no-reach": partial(_open_limnet, fusion=True, reach=math.inf),  # ablation: no compact-object prior
     "random-walker": _open_random_walker,
 }
+
+# Methods whose sessions are LIM-Net sessions: they also take box prompts and name suspect slices.
+NETWORK_METHODS = frozenset(name for name, opener in METHODS.items() if getattr(opener, "func", None) is _open_limnet)

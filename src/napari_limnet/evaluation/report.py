@@ -81,6 +81,11 @@ def render_markdown(records: list[dict], notes: list[str]) -> str:
               "## Per source", "", markdown_table(summary_rows(records, "source"), "source"), "",
               "## Per structure (source:label)", "",
               markdown_table(summary_rows(records, "structure"), "structure"), ""]
+    hits = [h for r in records for h in r.get("suspect_hits", [])]
+    if hits:
+        parts += ["## Where to look next", "",
+                  f"The first suspect slice was among the five slices with the most wrong voxels in "
+                  f"{100 * np.mean(hits):.0f} % of {len(hits)} rounds.", ""]
     return "\n".join(parts)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from napari_limnet.clicks import simulate
 from napari_limnet.io import VolumeError, probe_volume, read_volume
 
-from .methods import METHODS, MethodContext
+from .methods import METHODS, NETWORK_METHODS, MethodContext
 from .protocol import object_metrics
 
 IMAGE_SUFFIX = "_image.nii.gz"
@@ -121,10 +121,12 @@ def check_cases(cases: Sequence[Case]) -> None:
 
 def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
              context: MethodContext | None = None, max_clicks: int = 20, min_voxels: int = 50, seed: int = 0,
-             slice_gap: float | None = None, progress: bool = True) -> list[dict]:
+             slice_gap: float | None = None, progress: bool = True, first_prompt: str = "click",
+             user: str = "oracle") -> list[dict]:
     """Evaluate ``methods`` on every object of ``cases`` (seen through ``thin_slices`` with
     ``slice_gap``); write each record to ``jsonl_path`` (replaced) as soon as it is complete, and
-    return all records."""
+    return all records. ``first_prompt`` and ``user`` choose the simulated user (``clicks.simulate``);
+    a record's method name carries them (``limnet/box``, ``limnet/suspects``) so reports keep them apart."""
     from tqdm import tqdm
 
     unknown = [m for m in methods if m not in METHODS]
@@ -132,6 +134,12 @@ def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if max_clicks < 1:
         raise ValueError(f"max_clicks must be at least 1, got {max_clicks}")
+    if (first_prompt, user) != ("click", "oracle"):
+        plain = [m for m in methods if m not in NETWORK_METHODS]
+        if plain:
+            raise ValueError(f"{', '.join(plain)} take(s) clicks only: --first-prompt box and --user suspects "
+                             f"need a LIM-Net session ({', '.join(sorted(NETWORK_METHODS))})")
+    suffix = ("/box" if first_prompt == "box" else "") + ("/suspects" if user == "suspects" else "")
     check_cases(cases)
     context = context or MethodContext()
     records = []
@@ -151,8 +159,9 @@ def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
                     seed_everything(seed)
                     session.reset()
                     record = {"source": case.source, "case": case.name, "label": value,
-                              "voxels": int(ref.sum()), "method": method,
-                              **simulate(session, ref, spacing, max_clicks)}
+                              "voxels": int(ref.sum()), "method": method + suffix,
+                              **simulate(session, ref, spacing, max_clicks, first_prompt=first_prompt,
+                                         user=user)}
                     record.update(object_metrics(record["dice"]))
                     out.write(json.dumps(record) + "\n")
                     out.flush()
