@@ -591,3 +591,17 @@ def test_suspects_are_the_worst_rated_slices_the_user_has_not_touched(session):
     assert scores == sorted(scores) and all(0.0 <= s <= 1.0 for s in scores)
     everything = session.suspects(n=100)  # every rated slice: the first four are the worst of them
     assert suspects == everything[:4] and len(everything) == len(shown - {12, 6})
+
+
+def test_reach_quality_lets_a_well_rated_object_run_past_the_reach(weights):
+    """A long object clicked with a short reach stops early; with ``reach_quality`` the walk goes on while
+    the quality head rates the slices well, but never past where the walk with no reach at all ends."""
+    image, ref = ellipsoid_volume(shape=(40, 48, 48), radii=(16, 10, 10))
+    extent = {}
+    for name, options in (("reach", {"reach": 0.3}), ("quality", {"reach": 0.3, "reach_quality": 0.5}),
+                          ("none", {"reach": math.inf})):
+        mask = Session(image, weights=weights, **options).click((20, 24, 24))
+        extent[name] = int(mask.any(axis=(1, 2)).sum())
+    assert extent["reach"] < extent["quality"] <= extent["none"]
+    with pytest.raises(ValueError, match="reach_quality"):
+        Session(image, weights=weights, reach_quality=1.5)

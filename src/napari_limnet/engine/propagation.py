@@ -65,6 +65,10 @@ class Track:
     def ended(self) -> bool:
         return self.empties >= EMPTY_STOP
 
+    def end(self) -> None:
+        """The object is over in this direction: no more slices are predicted."""
+        self.empties = EMPTY_STOP
+
     def window(self) -> Roi:
         """Where the next slice is looked at: around the last mask, or where the last window was."""
         if self.mask.any():

@@ -148,32 +148,38 @@ class NetworkRunner:
 
     @torch.inference_mode()
     def propagate(self, start: int, mask: np.ndarray, step: int, anchors: dict[int, np.ndarray],
-                  entries: list, cancelled: Callable[[], bool],
-                  last: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                  entries: list, cancelled: Callable[[], bool], last: int | None = None,
+                  quality_floor: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask). Fusion scores
         a mask later, and only where several rounds reach the slice.
         The walk ends at the first anchor (user slice) that holds the object: the slices beyond it keep
         the rounds seeded from it, so a correction changes only the stretch between the user's slices
         that it belongs to. An empty anchor the user made is a wall: the walk ends there unless a later
         anchor holds the object (then it goes on, with that empty slice in memory, up to that anchor).
-        Past slice ``last`` (None: no limit), and once the track has ended (EMPTY_STOP empty slices),
-        the walk yields empty slices."""
+        Once the track has ended (EMPTY_STOP empty slices), the walk yields empty slices; so it does past
+        slice ``last`` (None: no limit), unless ``quality_floor`` is set: then it goes on past ``last``
+        for as long as the quality head rates each new slice's mask at least that, and ends at the first
+        slice rated lower (the object's end, as the network sees it, rather than a fixed distance)."""
         seed_feats, _ = self.features(start, anchor_window(mask, self.spacing))
         track = Track.open(entries, self.net.initial_hidden(seed_feats), mask, self.spacing)
         z = start + step
         while 0 <= z < self.volume.shape[0]:
             if cancelled():
                 return
+            past_last = last is not None and (z - last) * step > 0
             if z in anchors:
                 if anchors[z].any() or not object_slices_beyond(anchors, z, step):
                     return
                 track.mask = anchors[z]
-            elif track.ended or (last is not None and (z - last) * step > 0):
+            elif track.ended or (past_last and quality_floor is None):
                 yield z, np.zeros(self.slice_shape, dtype=bool)
             else:
                 roi = track.window()
                 feats, key = self.features(z, roi)
                 with self._autocast():
                     _, (out,) = walk_step(self.net, [track], feats, key, [roi])
+                if past_last and out.any() and self.score(z, out) < quality_floor:
+                    track.end()
+                    out = np.zeros_like(out)
                 yield z, out
             z += step

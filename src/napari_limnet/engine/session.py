@@ -148,6 +148,7 @@ class Session:
     def __init__(self, volume, spacing=(1.0, 1.0, 1.0), axis: int = 0, device: str = "auto", *,
                  weights: str | Path | tuple[LimNet, WeightsInfo] | None = None,
                  initial_mask: np.ndarray | None = None, fusion: bool = True, reach: float = REACH,
+                 reach_quality: float | None = None,
                  threads: int | None = None) -> None:
         self.volume = _check_volume(volume)
         if axis not in (0, 1, 2):
@@ -166,6 +167,9 @@ class Session:
             self.reach = math.nan
         if not self.reach > 0:
             raise ValueError(f"reach must be a positive number of object widths (math.inf: no limit), got {reach!r}")
+        if reach_quality is not None and not 0 < reach_quality < 1:
+            raise ValueError(f"reach_quality must be a predicted Dice between 0 and 1, or None, got {reach_quality!r}")
+        self.reach_quality = reach_quality
         self.shape = self.volume.shape
         in_plane = tuple(s for i, s in enumerate(self.spacing) if i != axis)
         self._runner = NetworkRunner(net, np.moveaxis(self.volume, axis, 0), in_plane, self.device)
@@ -484,7 +488,7 @@ class Session:
         ahead = object_slices_beyond(anchors, start, step)
         if mask2d.any() and not (trimmed and ahead):
             walk = self._runner.propagate(start, mask2d, step, anchors, entries, cancelled,
-                                          self._reach_end(start, mask2d, step, anchors))
+                                          self._reach_end(start, mask2d, step, anchors), self.reach_quality)
             return ((z, out, start) for z, out in walk)
         if ahead:
             source = min(ahead, key=lambda z: abs(z - start))
