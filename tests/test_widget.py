@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QMessageBox
 from scipy import ndimage
 from synthetic import ellipsoid_volume
 
+from napari_limnet.engine.annotation import Box
 from napari_limnet.evaluation.protocol import dice, first_click
 from napari_limnet.io import read_volume
 from napari_limnet.ui._controls import TITLE
@@ -355,10 +356,11 @@ def test_next_suspect_slice_shows_the_worst_rated_slices_in_turn(small, qtbot):
         assert f"Slice {k}" in widget.status.text()
 
 
-def draw_box(widget: LimNetWidget, corner, opposite) -> None:
-    """Pick the boxes layer (it is in rectangle mode) and drag a rectangle between two voxels of a slice."""
+def draw_box(widget: LimNetWidget, corner, opposite, axis: int = 0) -> None:
+    """Pick the boxes layer (it is in rectangle mode) and drag a rectangle between two voxels of a slice
+    normal to ``axis``."""
     widget.viewer.layers.selection.active = widget.boxes.layer
-    napari_drag(widget.viewer, widget.boxes.layer, corner, opposite)
+    napari_drag(widget.viewer, widget.boxes.layer, corner, opposite, axis=axis)
 
 
 def tight_box(reference: np.ndarray) -> tuple[int, int, int, int, int]:
@@ -399,6 +401,18 @@ def test_a_box_is_a_round_that_clicks_correct_and_undo_takes_back(small, qtbot):
     wait_idle(qtbot, widget)
     assert not widget.labels.data.any() and len(widget.boxes.layer.data) == 0  # the box's round is gone
     assert widget.annotation.objects[1].boxes() == []
+
+
+def test_a_box_in_another_orientation_propagates_along_that_axis(small, qtbot):
+    widget, reference = small
+    z, y, x = interior_point(reference)
+    zs, xs = np.flatnonzero(reference[:, y].any(axis=1)), np.flatnonzero(reference[:, y].any(axis=0))
+    draw_box(widget, (zs[0], y, xs[0]), (zs[-1], y, xs[-1]), axis=1)  # a coronal plane
+    wait_idle(qtbot, widget)
+    obj = widget.annotation.objects[1]
+    assert obj.session.axis == 1 and obj.boxes() == [Box(1, (y, zs[0], xs[0], zs[-1], xs[-1]))]
+    mask = object_mask(widget, 1)
+    assert mask.any(axis=(0, 2)).sum() > 1 and dice(mask, reference) > 0.8
 
 
 def test_a_box_outside_the_image_a_point_or_another_shape_is_refused(small, qtbot, monkeypatch):
