@@ -1,5 +1,5 @@
 """The object model without Qt: several objects in one label volume, each with its Sessions, written
-by jobs; hand edits, undo across orientations, reset, commit, and repair after a stopped job."""
+by jobs; box rounds, hand edits, undo across orientations, reset, commit, and repair after a stopped job."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from synthetic import ellipsoid_volume
 
-from napari_limnet.engine.annotation import Annotation
+from napari_limnet.engine.annotation import Annotation, Box
 from napari_limnet.engine.session import InteractiveSession, Segmenter, Session
 from napari_limnet.evaluation.baselines import RandomWalkerSession
+from napari_limnet.evaluation.protocol import dice
 from napari_limnet.model import load_model
 
 CENTRE = (12, 32, 32)
@@ -137,3 +138,50 @@ def test_each_round_names_the_slices_to_check_next(annotation):
     assert all((annotation.labels[z] == 1).any() for _, z, _ in suspects)
     annotation.run(annotation.reset(1))
     assert annotation.objects[1].suspects == []
+
+
+TIGHT_BOX = (12, 18, 14, 46, 50)  # the ellipsoid's tight box on its middle slice: (z, y0, x0, y1, x1)
+
+
+def test_a_box_is_a_round_that_clicks_correct_and_undo_takes_back(annotation, ellipsoid):
+    _, reference = ellipsoid
+    session = annotation.run(annotation.box(1, TIGHT_BOX))
+    obj = annotation.objects[1]
+    assert session.rounds == 1 and obj.clicks() == [] and obj.boxes() == [Box(0, TIGHT_BOX)]
+    np.testing.assert_array_equal(annotation.labels == 1, session.mask)
+    assert dice(annotation.labels == 1, reference) > 0.8
+    boxed = annotation.labels.copy()
+    annotation.run(annotation.click(1, (12, 32, 16), positive=False))  # a later click corrects the box's slice
+    assert obj.rounds == 2 and obj.boxes() == [Box(0, TIGHT_BOX)]
+    assert boxed[12, 32, 16] == 1 and annotation.labels[12, 32, 16] == 0
+    assert annotation.run(annotation.undo(1)) is True
+    np.testing.assert_array_equal(annotation.labels, boxed)
+    assert annotation.run(annotation.undo(1)) is True
+    assert not annotation.labels.any() and obj.boxes() == []
+
+
+def test_a_box_follows_the_object_rules_axis_protection_reset_and_commit(annotation):
+    annotation.labels[12, 30:34, 30:34] = 5  # another object, painted before, inside the box
+    annotation.run(annotation.click(1, CENTRE))
+    coronal = (32, 4, 14, 20, 50)  # slice y = 32: corners in (z, x)
+    annotation.run(annotation.box(1, coronal, axis=1))
+    assert annotation.sessions_made == [0, 1] and annotation.objects[1].boxes() == [Box(1, coronal)]
+    assert (annotation.labels == 5).sum() == 16  # the box's object takes background only
+    annotation.run(annotation.reset(1))
+    assert annotation.objects[1].boxes() == [] and not (annotation.labels == 1).any()
+    annotation.run(annotation.box(1, TIGHT_BOX))
+    assert annotation.run(annotation.commit(1)) == 6
+    assert annotation.objects[1].boxes() == [] and annotation.objects[1].sessions == []
+
+
+@pytest.mark.parametrize("box", [(70, 2, 2, 10, 10), (12, 10, 10, 10, 20), (12, 1, 2), "abc"])
+def test_a_bad_box_changes_nothing(annotation, box):
+    before = annotation.run(annotation.click(1, CENTRE)).mask.copy()
+    labels = annotation.labels.copy()
+    with pytest.raises(ValueError):
+        annotation.run(annotation.box(1, box, axis=2))
+    obj = annotation.objects[1]
+    assert annotation.sessions_made == [0, 2] and len(obj.sessions) == 1 and obj.rounds == 1
+    assert obj.boxes() == [] and not obj.needs_sync
+    np.testing.assert_array_equal(annotation.labels, labels)
+    np.testing.assert_array_equal(obj.mask, before)

@@ -13,6 +13,7 @@ from scipy import ndimage
 from synthetic import ellipsoid_volume
 
 from napari_limnet.clicks import dice, first_click
+from napari_limnet.engine.annotation import Box
 from napari_limnet.io import read_volume
 from napari_limnet.ui._controls import TITLE
 from napari_limnet.ui._sample_data import brain_mri
@@ -44,15 +45,25 @@ class MouseEvent:
 
 def napari_click(widget: LimNetWidget, voxel, *, button: int = 1, axis: int = 0) -> None:
     """Show the plane through ``voxel`` normal to ``axis`` and click it as a user would."""
-    from napari.utils._proxies import ReadOnlyWrapper
-    from napari.utils.interactions import mouse_press_callbacks, mouse_release_callbacks
+    napari_drag(widget.viewer, widget.prompts.layer, voxel, voxel, button=button, axis=axis)
 
-    viewer, layer = widget.viewer, widget.prompts.layer
+
+def napari_drag(viewer, layer, start, end, *, button: int = 1, axis: int = 0) -> None:
+    """Show the plane through voxel ``start`` normal to ``axis`` and drag from ``start`` to ``end`` on it
+    (a click where they are the same), as the mouse does in ``layer``."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+
     viewer.dims.order = (axis, *[a for a in range(3) if a != axis])
-    world = layer.data_to_world(np.asarray(voxel, dtype=float))
-    viewer.dims.set_point(axis, world[axis])
-    for kind, callbacks in (("mouse_press", mouse_press_callbacks), ("mouse_release", mouse_release_callbacks)):
-        event = MouseEvent(kind, tuple(world), button=button, dims_displayed=[a for a in range(3) if a != axis])
+    begin, finish = (layer.data_to_world(np.asarray(v, dtype=float)) for v in (start, end))
+    viewer.dims.set_point(axis, begin[axis])
+    steps = [("mouse_press", begin, mouse_press_callbacks, False)]
+    if not np.array_equal(begin, finish):
+        steps.append(("mouse_move", finish, mouse_move_callbacks, True))
+    steps.append(("mouse_release", finish, mouse_release_callbacks, False))
+    for kind, world, callbacks, dragging in steps:
+        event = MouseEvent(kind, tuple(world), button=button, is_dragging=dragging,
+                           dims_displayed=[a for a in range(3) if a != axis])
         callbacks(layer, ReadOnlyWrapper(event, exceptions=("handled",)))
 
 
@@ -343,3 +354,109 @@ def test_next_suspect_slice_shows_the_worst_rated_slices_in_turn(small, qtbot):
         widget.next_suspect()  # the "." key
         assert int(round(widget.viewer.dims.point[0])) == k
         assert f"Slice {k}" in widget.status.text()
+
+
+def draw_box(widget: LimNetWidget, corner, opposite, axis: int = 0) -> None:
+    """Pick the boxes layer (it is in rectangle mode) and drag a rectangle between two voxels of a slice
+    normal to ``axis``."""
+    widget.viewer.layers.selection.active = widget.boxes.layer
+    napari_drag(widget.viewer, widget.boxes.layer, corner, opposite, axis=axis)
+
+
+def tight_box(reference: np.ndarray) -> tuple[int, int, int, int, int]:
+    """(z, y0, x0, y1, x1): the object's bounding rectangle on its largest cross-section."""
+    z = int(np.argmax(reference.sum(axis=(1, 2))))
+    rows, cols = np.flatnonzero(reference[z].any(axis=1)), np.flatnonzero(reference[z].any(axis=0))
+    return z, int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
+
+
+def test_a_box_is_a_round_that_clicks_correct_and_undo_takes_back(small, qtbot):
+    widget, reference = small
+    assert widget.boxes.layer.name == "scan boxes" and widget.boxes.layer.mode == "add_rectangle"
+    assert widget.boxes.layer.scale == pytest.approx(widget.prompts.layer.scale)
+    assert widget.viewer.layers.selection.active is widget.prompts.layer  # clicks stay the default
+    z, y0, x0, y1, x1 = tight_box(reference)
+    draw_box(widget, (z, y0, x0), (z, y1, x1))
+    wait_idle(qtbot, widget)
+    boxed = object_mask(widget, 1)
+    assert dice(boxed, reference) > 0.8 and boxed.any(axis=(1, 2)).sum() > 1  # propagated in 3D
+    assert widget.annotation.objects[1].session.rounds == 1 and "Round 1: box's slice" in widget.status.text()
+    assert len(widget.boxes.layer.data) == 1 and len(widget.prompts.layer.data) == 0
+    np.testing.assert_array_equal(widget.boxes.layer.data[0][:, 0], z)
+    labels = np.array(widget.labels.data, copy=True)
+
+    edge = (z, (y0 + y1) // 2, x0 + 1)  # inside the box's mask, near its edge
+    assert boxed[edge]
+    napari_click(widget, edge, button=2)  # a later click corrects the box's slice
+    wait_idle(qtbot, widget)
+    corrected = object_mask(widget, 1)
+    assert not corrected[edge] and corrected[z].sum() < boxed[z].sum()
+    assert len(widget.boxes.layer.data) == 1 and len(widget.prompts.layer.data) == 1
+
+    widget.undo_round()
+    wait_idle(qtbot, widget)
+    np.testing.assert_array_equal(widget.labels.data, labels)
+    assert len(widget.boxes.layer.data) == 1 and len(widget.prompts.layer.data) == 0
+    widget.undo_round()
+    wait_idle(qtbot, widget)
+    assert not widget.labels.data.any() and len(widget.boxes.layer.data) == 0  # the box's round is gone
+    assert widget.annotation.objects[1].boxes() == []
+
+
+def test_a_box_in_another_orientation_propagates_along_that_axis(small, qtbot):
+    widget, reference = small
+    z, y, x = interior_point(reference)
+    zs, xs = np.flatnonzero(reference[:, y].any(axis=1)), np.flatnonzero(reference[:, y].any(axis=0))
+    draw_box(widget, (zs[0], y, xs[0]), (zs[-1], y, xs[-1]), axis=1)  # a coronal plane
+    wait_idle(qtbot, widget)
+    obj = widget.annotation.objects[1]
+    assert obj.session.axis == 1 and obj.boxes() == [Box(1, (y, zs[0], xs[0], zs[-1], xs[-1]))]
+    mask = object_mask(widget, 1)
+    assert mask.any(axis=(0, 2)).sum() > 1 and dice(mask, reference) > 0.8
+
+
+def test_a_box_outside_the_image_a_point_or_another_shape_is_refused(small, qtbot, monkeypatch):
+    widget, reference = small
+    notices = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", notices.append)
+    z, y0, x0, y1, x1 = tight_box(reference)
+    draw_box(widget, (z, y0, x0), (z, y1, x1))
+    wait_idle(qtbot, widget)
+    labels = np.array(widget.labels.data, copy=True)
+
+    draw_box(widget, (z, -4, -4), (z, y1, x1))  # leaves the image
+    assert not widget.is_busy() and "outside the image" in notices[-1]
+    draw_box(widget, (z, y0, x0), (z, y0, x0))  # a click with the rectangle tool
+    assert not widget.is_busy() and "line or a point" in notices[-1]
+    widget.boxes.layer.mode = "add_ellipse"
+    napari_drag(widget.viewer, widget.boxes.layer, (z, y0, x0), (z, y1, x1))
+    assert not widget.is_busy() and "only rectangles" in notices[-1]
+    qtbot.waitUntil(lambda: len(widget.boxes.layer.data) == 1)  # the refused shapes are removed
+    np.testing.assert_array_equal(widget.labels.data, labels)
+    assert widget.annotation.objects[1].rounds == 1
+
+
+def test_reset_and_the_next_object_clear_the_boxes_as_they_clear_the_clicks(small, qtbot, monkeypatch):
+    monkeypatch.setattr(QMessageBox, "question", lambda *args: QMessageBox.Yes)
+    widget, reference = small
+    z, y0, x0, y1, x1 = tight_box(reference)
+    draw_box(widget, (z, y0, x0), (z, y1, x1))
+    wait_idle(qtbot, widget)
+    napari_click(widget, (z, (y0 + y1) // 2, (x0 + x1) // 2))
+    wait_idle(qtbot, widget)
+    assert len(widget.boxes.layer.data) == 1 and len(widget.prompts.layer.data) == 1
+    widget.reset_object()
+    wait_idle(qtbot, widget)
+    assert len(widget.boxes.layer.data) == 0 and len(widget.prompts.layer.data) == 0
+    assert not widget.labels.data.any()
+
+    draw_box(widget, (z, y0, x0), (z, y1, x1))
+    wait_idle(qtbot, widget)
+    first = object_mask(widget, 1)
+    widget.commit_object()
+    wait_idle(qtbot, widget)
+    assert widget.label == 2 and len(widget.boxes.layer.data) == 0
+    draw_box(widget, (z, 1, 1), (z, y0 + 3, x0 + 3))  # object 2 overlapping object 1's corner
+    wait_idle(qtbot, widget)
+    np.testing.assert_array_equal(object_mask(widget, 1), first)
+    assert widget.annotation.objects[2].boxes() and len(widget.boxes.layer.data) == 1

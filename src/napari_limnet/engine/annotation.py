@@ -6,7 +6,7 @@ shared volume (it takes background and its own voxels; other objects' voxels onl
 and turns the user's hand edits of the volume into ``Session.edit`` calls. The napari widget, the
 command line and scripts use the same object model.
 
-Work comes as jobs: ``click``, ``undo``, ``reset``, ``commit`` and ``repair`` return a generator of
+Work comes as jobs: ``click``, ``box``, ``undo``, ``reset``, ``commit`` and ``repair`` return a generator of
 ``SliceWrite``s and return a result when exhausted. A job is prepared on the calling thread (it takes
 the hand edits made so far) and may then run on another thread: it only *describes* label changes, and
 ``apply`` writes them, on the thread that owns ``labels``. Run one job at a time, each after all writes
@@ -14,24 +14,36 @@ of the previous one were applied. ``run`` does both on the calling thread::
 
     ann = Annotation(volume, spacing, make_session)
     ann.run(ann.click(1, (z, y, x)))         # object 1, one round
+    ann.run(ann.box(1, (z, y0, x0, y1, x1)))  # a box on slice z: another round
     ann.run(ann.commit(1))                   # keep it; object 2 next
     ann.labels                               # the label volume
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
 
-from .session import InteractiveSession, check_point
+from .session import InteractiveSession, RoundUpdate, check_point
 
 R = TypeVar("R")
 Job = Generator["SliceWrite", None, R]
+
+
 SessionFactory = Callable[[np.ndarray, tuple, int, "np.ndarray | None"], InteractiveSession]
 """(volume, spacing, axis, initial_mask) -> a session; called on the thread that runs the job."""
+
+
+@dataclass(frozen=True)
+class Box:
+    """A box prompt as the user drew it: a rectangle ``(z, y0, x0, y1, x1)`` on slice z along ``axis``
+    (corners in the other two axes, in order); kept so that the widget can show it."""
+
+    axis: int
+    box: tuple
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class AnnotatedObject:
     suspects: list[tuple[int, int, float]] = field(default_factory=list)  # (axis, slice, predicted Dice)
     dirty: list[slice] | None = None  # bbox painted by the user since the last job
     needs_sync: bool = False  # a job stopped after some of its writes were applied
+    box_rounds: list[tuple[InteractiveSession, int, Box]] = field(default_factory=list)  # (session, its round, box)
 
     @property
     def session(self) -> InteractiveSession | None:
@@ -88,6 +101,16 @@ class AnnotatedObject:
 
     def clicks(self) -> list:
         return [c for s in self.sessions for c in s.clicks]
+
+    def boxes(self) -> list[Box]:
+        """The boxes of the rounds that are still in effect (a Session records clicks, not boxes)."""
+        return [box for _, _, box in self.box_rounds]
+
+    def forget(self) -> None:
+        """Drop the Sessions and what they stand for (reset, commit)."""
+        self.sessions.clear()
+        self.suspects = []
+        self.box_rounds = []
 
 
 class Annotation:
@@ -120,7 +143,14 @@ class Annotation:
         updates the object's ``suspects`` (where to look next)."""
         point = check_point(point, self.volume.shape)
         obj, edits, repair = self._start(label)
-        return self._click(obj, edits, repair, point, bool(positive), axis)
+        return self._round(obj, edits, repair, axis, lambda session: session.click_iter(point, bool(positive)))
+
+    def box(self, label: int, box, axis: int = 0) -> Job:
+        """One round on object ``label`` from a rectangle ``(z, y0, x0, y1, x1)`` on slice z along
+        ``axis`` (``Session.box_iter``), otherwise as ``click``. The Session checks the box: a bad one
+        makes the job raise ValueError before the object changes."""
+        obj, edits, repair = self._start(label)
+        return self._round(obj, edits, repair, axis, lambda session: session.box_iter(box), Box(axis, box))
 
     def undo(self, label: int) -> Job:
         """Undo the object's last round (click or hand edit), across orientations. The job returns
@@ -212,15 +242,22 @@ class Annotation:
         obj.shown[bbox] = now
         return EditPatch(bbox, now, diff)
 
-    def _click(self, obj, edits, repair, point, positive: bool, axis: int) -> Job:
+    def _round(self, obj, edits, repair, axis: int, prompt: Callable[[InteractiveSession], Iterator[RoundUpdate]],
+               box: Box | None = None) -> Job:
+        """A round in the object's Session for ``axis``; a new orientation stacks a new Session seeded with
+        the current mask, once the Session has accepted the prompt (a refused box leaves none behind)."""
         yield from self._prepare(obj, edits, repair)
         session = obj.session
         if session is None or session.axis != axis:
             initial = obj.mask.copy()
             session = self.make_session(self.volume, self.spacing, axis, initial if initial.any() else None)
-            obj.sessions.append(session)
-        for upd in session.click_iter(point, positive):
+        rounds = session.rounds
+        for upd in prompt(session):
+            if session is not obj.session:
+                obj.sessions.append(session)
             yield SliceWrite(obj.label, upd.index, upd.mask, upd.done, upd.total)
+        if box is not None and session.rounds > rounds:
+            obj.box_rounds.append((session, session.rounds, box))
         self._find_suspects(obj)
         return session
 
@@ -231,20 +268,19 @@ class Annotation:
             undone = obj.session.undo()
             if not undone:  # nothing left in this orientation: fall back to the previous one
                 obj.sessions.pop()
+        obj.box_rounds = [(s, k, box) for s, k, box in obj.box_rounds if s in obj.sessions and k <= s.rounds]
         yield from self._sync(obj)
         self._find_suspects(obj)
         return undone
 
     def _reset(self, obj, edits, repair) -> Job:
         yield from self._prepare(obj, edits, repair)
-        obj.sessions.clear()
-        obj.suspects = []
+        obj.forget()
         yield from self._sync(obj, np.zeros_like(obj.shown))
 
     def _commit(self, obj, edits, repair) -> Job:
         yield from self._prepare(obj, edits, repair)
-        obj.sessions.clear()
-        obj.suspects = []
+        obj.forget()
         return max(int(self.labels.max()), *self.objects) + 1
 
     def _repair(self, repair) -> Job:

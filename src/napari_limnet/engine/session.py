@@ -86,8 +86,8 @@ class Segmenter(Protocol):
 @runtime_checkable
 class InteractiveSession(Segmenter, Protocol):
     """What ``Annotation`` and the widget need besides: rounds streamed slice by slice (committed only
-    when the generator is exhausted), undo, hand edits, the clicks so far, the slicing axis, and the
-    slices to check next."""
+    when the generator is exhausted) from a click or a box, undo, hand edits, the clicks so far, the
+    slicing axis, and the slices to check next."""
 
     axis: int
 
@@ -98,6 +98,8 @@ class InteractiveSession(Segmenter, Protocol):
     def rounds(self) -> int: ...
 
     def click_iter(self, point, positive: bool = True) -> Iterator[RoundUpdate]: ...
+
+    def box_iter(self, box) -> Iterator[RoundUpdate]: ...
 
     def undo(self) -> bool: ...
 

@@ -36,7 +36,7 @@ class Controls(QWidget):
         super().__init__(parent)
         form = QFormLayout()
         self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The image to segment; prompt and labels layers are created for it")
+        self.image_combo.setToolTip("The image to segment; prompt, box and labels layers are created for it")
         form.addRow("Image", self.image_combo)
         self.object_spin = QSpinBox()
         self.object_spin.setRange(1, MAX_LABEL)
@@ -88,7 +88,7 @@ class Controls(QWidget):
         self.suspects_label = QLabel()
         self.suspects_label.setToolTip("After each round: the slices whose mask the quality head predicts worst, "
                                        "with its predicted Dice. Check them first")
-        self.status = QLabel("Left click: object · right click: not object")
+        self.status = QLabel("Left click: object · right click: not object · or draw a rectangle in the boxes layer")
         self.status.setWordWrap(True)
 
         layout = QVBoxLayout(self)

@@ -49,11 +49,15 @@ class JobQueue:
         if self.worker is None:
             self._start_next()
 
-    def cancel(self, kind: str | None = None) -> bool:
-        """Drop waiting requests of this kind (None: all) and cancel a running one; True if there was any."""
-        had = any(kind in (None, r[0]) for r in self.pending)
-        self.pending = [r for r in self.pending if kind not in (None, r[0])]
-        if self.running is not None and kind in (None, self.running[0]):
+    def cancel(self, *kinds: str) -> bool:
+        """Drop waiting requests of these kinds (none named: all) and cancel a running one; True if there
+        was any."""
+        def chosen(request: tuple) -> bool:
+            return not kinds or request[0] in kinds
+
+        had = any(map(chosen, self.pending))
+        self.pending = [r for r in self.pending if not chosen(r)]
+        if self.running is not None and chosen(self.running):
             self.worker.quit()
             had = True
         return had

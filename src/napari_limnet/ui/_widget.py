@@ -1,7 +1,7 @@
 """The LIM-Net dock widget: napari layers and events in, ``Annotation`` jobs on a worker thread.
 
-One job runs at a time (``_jobs.JobQueue``); a new click cancels the running round and replaces any
-waiting click, so a burst of clicks ends in the state of the last one without a queue of stale work.
+One job runs at a time (``_jobs.JobQueue``); a new click or box cancels the running round and replaces
+any waiting one, so a burst of clicks ends in the state of the last one without a queue of stale work.
 Layers are touched only here, in the queue's callbacks on the GUI thread, and redrawn at the pace
 ``_redraw`` sets.
 The network loads on a worker when the widget opens; a job says what it does as soon as it starts.
@@ -17,16 +17,18 @@ import numpy as np
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ..engine.annotation import Annotation, SliceWrite
+from ._boxes import BoxInput, make_box_layer
 from ._controls import KEYS, Controls
 from ._jobs import JobFailed, JobQueue, report_failure
-from ._prompts import PromptInput, make_prompt_layer
+from ._prompts import PromptInput, make_prompt_layer, overlaying
 from ._redraw import Redraws
 from ._writer import save_job
 
 if TYPE_CHECKING:
     import napari
 
-DOING = {"click": "Segmenting", "undo": "Undoing", "reset": "Resetting", "commit": "Committing",
+ROUNDS = ("click", "box")  # the requests that are rounds: a new one replaces them
+DOING = {"click": "Segmenting", "box": "Segmenting", "undo": "Undoing", "reset": "Resetting", "commit": "Committing",
          "repair": "Restoring", "save": "Saving"}
 
 
@@ -40,10 +42,11 @@ class LimNetWidget(Controls):
         self.viewer = napari_viewer
         self.image = self.labels = None
         self.prompts: PromptInput | None = None
+        self.boxes: BoxInput | None = None
         self.annotation: Annotation | None = None
         self.jobs = JobQueue(self._make_job, on_start=self._on_start, on_write=self._on_write,
                              on_result=self._on_result, on_stopped=self._on_stopped, on_idle=self._on_idle)
-        self._hidden: dict[int, int] = {}  # clicks of each object hidden by "clear prompts"
+        self._hidden: dict[int, tuple[int, int]] = {}  # (clicks, boxes) of each object hidden by "clear prompts"
         self._suspect = 0  # the next of the object's suspect slices to show
         self._options: dict = {}
         self._weights = None
@@ -92,7 +95,7 @@ class LimNetWidget(Controls):
 
     def undo_round(self) -> None:
         """Undo the last round; a round still running is simply cancelled (it has not happened yet)."""
-        if self.jobs.cancel("click"):
+        if self.jobs.cancel(*ROUNDS):
             self._set_status("Round cancelled")
             return
         self._submit(("undo", self.label))
@@ -106,12 +109,13 @@ class LimNetWidget(Controls):
             if answer != QMessageBox.Yes:
                 self._set_status(f"Reset of object {self.label} cancelled: nothing changed")
                 return
-        self.jobs.cancel("click")
+        self.jobs.cancel(*ROUNDS)
         self._submit(("reset", self.label))
 
     def clear_prompts(self) -> None:
         if self.annotation is not None and self.label in self.annotation.objects:
-            self._hidden[self.label] = len(self.annotation.objects[self.label].clicks())
+            obj = self.annotation.objects[self.label]
+            self._hidden[self.label] = (len(obj.clicks()), len(obj.boxes()))
         self._show_prompts()
 
     def commit_object(self) -> None:
@@ -175,9 +179,12 @@ class LimNetWidget(Controls):
         self.labels.events.data.connect(self._on_labels_replaced)
         self.labels.events.selected_label.connect(self._on_selected_label)
         points = make_prompt_layer(self.viewer, self.image, f"{name} prompts")
-        self.prompts = PromptInput(self.viewer, points, self._on_click, self._set_status)
+        self.prompts = PromptInput(self.viewer, points, self._on_click, self._refuse)
         self.prompts.set_negative_mode(self.negative_check.isChecked())
-        self._bind_keys(points)
+        self.boxes = BoxInput(self.viewer, make_box_layer(self.viewer, self.image, f"{name} boxes"), self._on_box,
+                              self._refuse)
+        for layer in (points, self.boxes.layer):
+            self._bind_keys(layer)
         self.annotation = Annotation(volume, self.image.scale, self._make_session, self.labels.data,
                                      overwrite=self.overwrite_check.isChecked())
         self.viewer.layers.selection.active = points
@@ -188,19 +195,20 @@ class LimNetWidget(Controls):
         if name in self.viewer.layers and self.viewer.layers[name].data.shape == shape:
             return self.viewer.layers[name]
         return self.viewer.add_labels(
-            np.zeros(shape, dtype=np.uint16), name=name, scale=image.scale, translate=image.translate,
-            affine=image.affine.affine_matrix, metadata=dict(image.metadata), opacity=0.5)
+            np.zeros(shape, dtype=np.uint16), name=name, **overlaying(image), metadata=dict(image.metadata),
+            opacity=0.5)
 
     def _detach(self) -> None:
         """Leave the current image: stop work and forget its objects (its layers stay in the viewer)."""
         self.jobs.cancel()
-        if self.prompts is not None:
-            self.prompts.disconnect()
+        for prompts in (self.prompts, self.boxes):
+            if prompts is not None:
+                prompts.disconnect()
         if self.labels is not None:
             self.labels.events.paint.disconnect(self._on_paint)
             self.labels.events.data.disconnect(self._on_labels_replaced)
             self.labels.events.selected_label.disconnect(self._on_selected_label)
-        self.image = self.labels = self.prompts = self.annotation = None
+        self.image = self.labels = self.prompts = self.boxes = self.annotation = None
         self._hidden.clear()
 
     def _on_paint(self, event) -> None:
@@ -224,15 +232,38 @@ class LimNetWidget(Controls):
         self._show_prompts()
         self._show_idle()
 
-    # ---- clicks and jobs -----------------------------------------------------------------------------
+    # ---- clicks, boxes and jobs ----------------------------------------------------------------------
     def _on_click(self, point: np.ndarray, positive: bool) -> None:
-        data = self.image.world_to_data(self.prompts.layer.data_to_world(point))
-        voxel = tuple(int(np.floor(c + 0.5)) for c in data)
-        if not all(0 <= v < n for v, n in zip(voxel, self.image.data.shape)):
+        voxels = self._voxels(self.prompts.layer, point)
+        if voxels is None:
             self._set_status("Click outside the image: ignored")
             return
-        self.jobs.cancel("click")
-        self._submit(("click", self.label, voxel, positive, self._slicing_axis()))
+        self._submit_round(("click", self.label, tuple(voxels[0].tolist()), positive, self._slicing_axis()))
+
+    def _on_box(self, vertices: np.ndarray) -> str | None:
+        """A rectangle drawn on the displayed slice: a box round along the slicing axis, as a click is.
+        Returns why it is refused, if it is."""
+        voxels = self._voxels(self.boxes.layer, vertices)
+        if voxels is None:
+            return "the box reaches outside the image: it is ignored"
+        axis = self._slicing_axis()
+        in_plane = voxels[:, [a for a in range(3) if a != axis]]
+        low, high = in_plane.min(axis=0), in_plane.max(axis=0)
+        if (high - low < 1).any():
+            return "the box is a line or a point: drag a rectangle around the object"
+        self._submit_round(("box", self.label, (int(voxels[0, axis]), *low.tolist(), *high.tolist()), axis))
+        return None
+
+    def _voxels(self, layer, points: np.ndarray) -> np.ndarray | None:
+        """The image voxels (n x 3 ints) nearest to points in ``layer``'s data coordinates; None if any
+        lies outside the image."""
+        data = np.array([self.image.world_to_data(layer.data_to_world(p)) for p in np.reshape(points, (-1, 3))])
+        voxels = np.floor(data + 0.5).astype(int)
+        return voxels if ((voxels >= 0) & (voxels < self.image.data.shape)).all() else None
+
+    def _submit_round(self, request: tuple) -> None:
+        self.jobs.cancel(*ROUNDS)
+        self._submit(request)
 
     def _slicing_axis(self) -> int:
         """The image axis normal to the displayed plane (the Session's ``axis``)."""
@@ -254,7 +285,7 @@ class LimNetWidget(Controls):
     def _on_start(self, request: tuple) -> None:
         """Say at once that work has started (Qt's animated busy bar would repaint the GL window at every
         frame, so the bar shows the word instead)."""
-        waiting = request[0] == "click" and not self.network_ready
+        waiting = request[0] in ROUNDS and not self.network_ready
         doing = "Loading the network" if waiting else DOING[request[0]]
         self.progress.setFormat(f"{doing}...")
         self.progress.setRange(0, 1)
@@ -303,9 +334,9 @@ class LimNetWidget(Controls):
         kind, label = request[:2]
         if isinstance(result, JobFailed):
             self._set_status(report_failure(result.exc))
-        elif kind == "click":
-            t = result.last_timing
-            text = (f"Round {result.rounds}: clicked slice {t.first_mask_s:.2f} s, {t.slices_propagated} slices in "
+        elif kind in ROUNDS:
+            t, where = result.last_timing, "clicked slice" if kind == "click" else "box's slice"
+            text = (f"Round {result.rounds}: {where} {t.first_mask_s:.2f} s, {t.slices_propagated} slices in "
                     f"{t.total_s:.2f} s on {result.device.type} · weights {result.weights.describe()}")
             if result.last_warning:
                 show_warning(f"LIM-Net: {result.last_warning}")
@@ -355,7 +386,16 @@ class LimNetWidget(Controls):
         if self.prompts is None or self.jobs.busy():
             return
         obj = self.annotation.objects.get(self.label)
-        self.prompts.show(obj.clicks()[self._hidden.get(self.label, 0):] if obj is not None else [])
+        clicks, boxes = self._hidden.get(self.label, (0, 0))
+        self.prompts.show(obj.clicks()[clicks:] if obj is not None else [])
+        self.boxes.show(obj.boxes()[boxes:] if obj is not None else [])
+
+    def _refuse(self, why: str) -> None:
+        """A prompt the widget does not take: a notification, and the status line."""
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"LIM-Net: {why}")
+        self._set_status(f"{why[0].upper()}{why[1:]}")
 
     def _set_negative(self, negative: bool) -> None:
         if self.prompts is not None:
