@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from synthetic import ellipsoid_volume
 
+from napari_limnet.clicks import dice
 from napari_limnet.engine.annotation import Annotation, Box
 from napari_limnet.engine.session import InteractiveSession, Segmenter, Session
 from napari_limnet.evaluation.baselines import RandomWalkerSession
-from napari_limnet.evaluation.protocol import dice
 from napari_limnet.model import load_model
 
 CENTRE = (12, 32, 32)
