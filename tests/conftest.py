@@ -20,3 +20,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data folder not found at {SHARED_DATA} (only CI and developers have it)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def weights():
+    """The shipped weights, loaded once per test module."""
+    from napari_limnet.model import load_model
+
+    return load_model()

@@ -11,14 +11,8 @@ from napari_limnet.clicks import dice
 from napari_limnet.engine.annotation import Annotation, Box
 from napari_limnet.engine.session import InteractiveSession, Segmenter, Session
 from napari_limnet.evaluation.baselines import RandomWalkerSession
-from napari_limnet.model import load_model
 
 CENTRE = (12, 32, 32)
-
-
-@pytest.fixture(scope="module")
-def weights():
-    return load_model()
 
 
 @pytest.fixture

@@ -11,13 +11,7 @@ from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
 from napari_limnet.clicks import dice, interior_click
-from napari_limnet.model import load_model
 from napari_limnet.training.data import objects_of, read_case
-
-
-@pytest.fixture(scope="module")
-def weights():
-    return load_model()
 
 
 def tight_box(ref: np.ndarray) -> tuple[int, int, int, int, int]:
@@ -48,7 +42,7 @@ def test_a_box_round_segments_propagates_and_undoes(weights):
 
 
 @pytest.mark.parametrize("box, message", [
-    ((0, 1, 2, 3), "five finite coordinates"),
+    ((0, 1, 2, 3), "5 finite coordinates"),
     ((30, 2, 2, 10, 10), "outside the volume"),
     ((3, 10, 10, 10, 20), "line or a point"),
     ((3, -1, 2, 10, 10), "outside the volume"),

@@ -20,12 +20,6 @@ from napari_limnet.engine.fusion import PREFERRED_MARGIN, Round, SliceMask, choo
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
 from napari_limnet.engine.runner import REACH, NetworkRunner, reach_in_slices
-from napari_limnet.model import load_model
-
-
-@pytest.fixture(scope="module")
-def weights():
-    return load_model()
 
 
 @pytest.fixture

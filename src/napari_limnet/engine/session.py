@@ -108,16 +108,23 @@ class InteractiveSession(Segmenter, Protocol):
     def suspects(self, n: int = SUSPECTS) -> list[tuple[int, float]]: ...
 
 
+def _voxel_coords(value, what: str, names: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A prompt's coordinates as floats and as the nearest voxel indices, or a ValueError naming the
+    prompt (``what``) and its coordinates (``names``, e.g. "z, y, x")."""
+    n = len(names.split(","))
+    try:
+        coords = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} is {n} coordinates ({names}), got {value!r}") from exc
+    if coords.size != n or not np.isfinite(coords).all():
+        raise ValueError(f"{what} is {n} finite coordinates ({names}), got {value!r}")
+    return coords, tuple(int(np.floor(c + 0.5)) for c in coords)
+
+
 def check_point(point, shape: tuple[int, ...]) -> tuple[int, int, int]:
     """The voxel (z, y, x) nearest to ``point``; ValueError when it is not three finite numbers inside
     ``shape``. Coordinates in the message print as plain numbers."""
-    try:
-        coords = np.asarray(point, dtype=float).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"a click is three coordinates (z, y, x), got {point!r}") from exc
-    if coords.size != 3 or not np.isfinite(coords).all():
-        raise ValueError(f"a click is three finite coordinates (z, y, x), got {point!r}")
-    idx = tuple(int(np.floor(c + 0.5)) for c in coords)
+    coords, idx = _voxel_coords(point, "a click", "z, y, x")
     if not all(0 <= i < n for i, n in zip(idx, shape)):
         plain = ", ".join(f"{c:g}" for c in coords)
         raise ValueError(f"click ({plain}) lies outside the volume of shape {tuple(shape)}")
@@ -338,13 +345,7 @@ class Session:
     # ---- internals --------------------------------------------------------------------------------
     def _check_box(self, box) -> tuple[int, int, int, int, int]:
         """(z, y0, x0, y1, x1) -> oriented slice and sorted, in-volume corners, or a clear error."""
-        try:
-            coords = np.asarray(box, dtype=float).reshape(-1)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"a box is five coordinates (z, y0, x0, y1, x1), got {box!r}") from exc
-        if coords.size != 5 or not np.isfinite(coords).all():
-            raise ValueError(f"a box is five finite coordinates (z, y0, x0, y1, x1), got {box!r}")
-        z, y0, x0, y1, x1 = (int(np.floor(c + 0.5)) for c in coords)
+        coords, (z, y0, x0, y1, x1) = _voxel_coords(box, "a box", "z, y0, x0, y1, x1")
         in_plane = [n for i, n in enumerate(self.shape) if i != self.axis]
         (y0, y1), (x0, x1) = sorted((y0, y1)), sorted((x0, x1))
         plain = ", ".join(f"{c:g}" for c in coords)

@@ -55,18 +55,14 @@ class Controls(QWidget):
                                        "no positive click, a negative click trims the mask there; a click in the "
                                        "middle of the mask that would remove more than 30 % clears the slice and "
                                        "ends the object there")
-        self.fusion_check = QCheckBox("Fuse rounds (MRF)")
-        self.fusion_check.setChecked(True)
-        self.fusion_check.setToolTip("On (default): where rounds overlap, each slice keeps the result propagated "
-                                     "from the nearest slice you clicked, so a correction far away does not "
-                                     "replace it. Off: the newest round wins everywhere it reached. Applies to "
-                                     "objects started from now on")
-        self.reach_check = QCheckBox("Limit reach")
-        self.reach_check.setChecked(True)
-        self.reach_check.setToolTip("On (compact objects): propagation stops about half the object's width past the "
-                                    "last slice you marked it on, so it does not run past the object's end. Turn off "
-                                    "for long, tube-like structures (vessels, bowel, spine). Applies to objects "
-                                    "started from now on")
+        self.fusion_check = _option("Fuse rounds (MRF)", "On (default): where rounds overlap, each slice keeps the "
+                                    "result propagated from the nearest slice you clicked, so a correction far away "
+                                    "does not replace it. Off: the newest round wins everywhere it reached. Applies "
+                                    "to objects started from now on")
+        self.reach_check = _option("Limit reach", "On (compact objects): propagation stops about half the object's "
+                                   "width past the last slice you marked it on, so it does not run past the "
+                                   "object's end. Turn off for long, tube-like structures (vessels, bowel, spine). "
+                                   "Applies to objects started from now on")
         self.overwrite_check = QCheckBox("Overwrite other objects")
         self.overwrite_check.setToolTip("Let this object take voxels that belong to other objects")
 
@@ -122,3 +118,11 @@ class Controls(QWidget):
         button = QPushButton(text)
         button.setToolTip(f"{KEYS[key][1]} [{key}]")
         return button
+
+
+def _option(text: str, tooltip: str) -> QCheckBox:
+    """A session option's checkbox, on by default."""
+    box = QCheckBox(text)
+    box.setChecked(True)
+    box.setToolTip(tooltip)
+    return box
