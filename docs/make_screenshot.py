@@ -1,49 +1,102 @@
-"""Make docs/screenshot.png: the widget in use on the brain MRI sample, after one click on the tumour.
+"""Make docs/screenshot.png: the widget in use on the brain MRI sample, after one box drawn around the
+tumour on its largest slice: the box, the mask propagated through the volume and the suspect-slice list.
 
-Runs a real napari window; headless, use Xvfb:  ``xvfb-run -a python docs/make_screenshot.py``
+Runs a real napari window and drives it as a user would: the rectangle is dragged on the ``<image> boxes``
+layer with napari's mouse callbacks (as in tests/test_widget.py), and the widget's worker computes the round.
+Headless, use Xvfb:  ``xvfb-run -a python docs/make_screenshot.py``
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 OUT = Path(__file__).with_name("screenshot.png")
+WINDOW = (1500, 950)
+MARGIN = 3  # voxels between the tumour's outline and the drawn rectangle, as a user would draw it
+ZOOM = 1.8  # on the tumour, relative to napari's fit-to-canvas zoom
+
+
+@dataclass
+class MouseEvent:
+    """What napari's mouse callbacks read from a vispy event."""
+
+    type: str
+    position: tuple
+    button: int = 1
+    is_dragging: bool = False
+    modifiers: list = field(default_factory=list)
+    pos: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    view_direction: list | None = None
+    up_direction: list | None = None
+    dims_displayed: list = field(default_factory=lambda: [1, 2])
+
+
+def drag(viewer, layer, start, end) -> None:
+    """Show the axial slice of voxel ``start`` and drag from ``start`` to ``end`` on it in ``layer``."""
+    from napari.utils._proxies import ReadOnlyWrapper
+    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+
+    viewer.dims.order = (0, 1, 2)
+    begin, finish = (layer.data_to_world(np.asarray(v, dtype=float)) for v in (start, end))
+    viewer.dims.set_point(0, begin[0])
+    steps = [("mouse_press", begin, mouse_press_callbacks, False),
+             ("mouse_move", finish, mouse_move_callbacks, True),
+             ("mouse_release", finish, mouse_release_callbacks, False)]
+    for kind, world, callbacks, dragging in steps:
+        callbacks(layer, ReadOnlyWrapper(MouseEvent(kind, tuple(world), is_dragging=dragging),
+                                         exceptions=("handled",)))
+
+
+def settle(app, seconds: float = 0.6) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
 
 
 def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
+    from napari_limnet.ui._controls import TITLE
     from napari_limnet.ui._widget import LimNetWidget
 
     viewer = napari.Viewer(show=True)
-    viewer.window.resize(1400, 900)
+    viewer.window.resize(*WINDOW)
     image, reference = viewer.open_sample("napari-limnet", "brain")
     widget = LimNetWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="LIM-Net")
+    viewer.window.add_dock_widget(widget, name=TITLE)
     app = QApplication.instance()
 
-    lesion = np.asarray(reference.data) > 0  # the user clicks where they see the tumour
+    # the user draws the rectangle around the tumour where it is largest (the hidden reference stands in
+    # for their eyes)
+    lesion = np.asarray(reference.data) > 0
     z = int(np.argmax(lesion.sum(axis=(1, 2))))
-    dist = ndimage.distance_transform_edt(lesion[z])
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    viewer.dims.set_point(0, z * image.scale[0])
-    widget.prompts.layer.add([z, y, x])
+    rows, cols = np.flatnonzero(lesion[z].any(axis=1)), np.flatnonzero(lesion[z].any(axis=0))
+    y0, x0 = max(rows[0] - MARGIN, 0), max(cols[0] - MARGIN, 0)
+    y1, x1 = min(rows[-1] + MARGIN, lesion.shape[1] - 1), min(cols[-1] + MARGIN, lesion.shape[2] - 1)
+    viewer.layers.selection.active = widget.boxes.layer  # the boxes layer is in rectangle mode
+    drag(viewer, widget.boxes.layer, (z, y0, x0), (z, y1, x1))
     while widget.is_busy():
         app.processEvents()
         time.sleep(0.02)
+    settle(app)
+
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari >= 0.9 / older
-    camera.center = (0, y * image.scale[1], x * image.scale[2])
-    camera.zoom *= 1.6
-    for _ in range(30):
-        app.processEvents()
-        time.sleep(0.02)
+    viewer.reset_view()
+    camera.center = (0, (y0 + y1) / 2 * image.scale[1], (x0 + x1) / 2 * image.scale[2])
+    camera.zoom *= ZOOM
+    widget.boxes.layer.selected_data = set()  # the rectangle without its drag handles
+    viewer.status = widget.status.text()  # what the widget wrote there, before the mouse events' cursor readout
+    settle(app)
     viewer.screenshot(str(OUT), canvas_only=False)
-    print(f"wrote {OUT}: {widget.status.text()}")
+    print(f"wrote {OUT}: slice {z}, box ({y0}, {x0})-({y1}, {x1})")
+    print(f"status: {widget.status.text()}")
+    print(f"suspects: {widget.suspects_label.text()}")
     viewer.close()
 
 
