@@ -2,53 +2,25 @@
 tumour on its largest slice: the box, the mask propagated through the volume and the suspect-slice list.
 
 Runs a real napari window and drives it as a user would: the rectangle is dragged on the ``<image> boxes``
-layer with napari's mouse callbacks (as in tests/test_widget.py), and the widget's worker computes the round.
-Headless, use Xvfb:  ``xvfb-run -a python docs/make_screenshot.py``
+layer with napari's mouse callbacks (tests/napari_mouse.py, as the tests do); the widget's worker computes
+the round. Headless, use Xvfb:  ``xvfb-run -a python docs/make_screenshot.py``
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from napari_mouse import napari_drag  # noqa: E402  (the tests' mouse, so the screenshot is drawn as tests draw)
 
 OUT = Path(__file__).with_name("screenshot.png")
 WINDOW = (1500, 950)
 MARGIN = 3  # voxels between the tumour's outline and the drawn rectangle, as a user would draw it
 ZOOM = 1.8  # on the tumour, relative to napari's fit-to-canvas zoom
-
-
-@dataclass
-class MouseEvent:
-    """What napari's mouse callbacks read from a vispy event."""
-
-    type: str
-    position: tuple
-    button: int = 1
-    is_dragging: bool = False
-    modifiers: list = field(default_factory=list)
-    pos: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    view_direction: list | None = None
-    up_direction: list | None = None
-    dims_displayed: list = field(default_factory=lambda: [1, 2])
-
-
-def drag(viewer, layer, start, end) -> None:
-    """Show the axial slice of voxel ``start`` and drag from ``start`` to ``end`` on it in ``layer``."""
-    from napari.utils._proxies import ReadOnlyWrapper
-    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
-
-    viewer.dims.order = (0, 1, 2)
-    begin, finish = (layer.data_to_world(np.asarray(v, dtype=float)) for v in (start, end))
-    viewer.dims.set_point(0, begin[0])
-    steps = [("mouse_press", begin, mouse_press_callbacks, False),
-             ("mouse_move", finish, mouse_move_callbacks, True),
-             ("mouse_release", finish, mouse_release_callbacks, False)]
-    for kind, world, callbacks, dragging in steps:
-        callbacks(layer, ReadOnlyWrapper(MouseEvent(kind, tuple(world), is_dragging=dragging),
-                                         exceptions=("handled",)))
 
 
 def settle(app, seconds: float = 0.6) -> None:
@@ -80,7 +52,7 @@ def main() -> None:
     y0, x0 = max(rows[0] - MARGIN, 0), max(cols[0] - MARGIN, 0)
     y1, x1 = min(rows[-1] + MARGIN, lesion.shape[1] - 1), min(cols[-1] + MARGIN, lesion.shape[2] - 1)
     viewer.layers.selection.active = widget.boxes.layer  # the boxes layer is in rectangle mode
-    drag(viewer, widget.boxes.layer, (z, y0, x0), (z, y1, x1))
+    napari_drag(viewer, widget.boxes.layer, (z, y0, x0), (z, y1, x1))
     while widget.is_busy():
         app.processEvents()
         time.sleep(0.02)

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from napari_mouse import napari_drag
 from qtpy.QtWidgets import QMessageBox
 from scipy import ndimage
 from synthetic import ellipsoid_volume
@@ -28,43 +28,9 @@ ROUND_TIMEOUT_MS = 240_000  # generous: a round takes ~1-25 s on a loaded 2-core
 BRAIN_CROP = (slice(8, 21), slice(60, 180), slice(130, 240))  # all of the lesion, 13 slices: fast
 
 
-@dataclass
-class MouseEvent:
-    """What napari's mouse callbacks read from a vispy event."""
-
-    type: str
-    position: tuple
-    button: int = 1
-    is_dragging: bool = False
-    modifiers: list = field(default_factory=list)
-    pos: np.ndarray = field(default_factory=lambda: np.zeros(2))
-    view_direction: list | None = None
-    up_direction: list | None = None
-    dims_displayed: list = field(default_factory=lambda: [1, 2])
-
-
 def napari_click(widget: LimNetWidget, voxel, *, button: int = 1, axis: int = 0) -> None:
     """Show the plane through ``voxel`` normal to ``axis`` and click it as a user would."""
     napari_drag(widget.viewer, widget.prompts.layer, voxel, voxel, button=button, axis=axis)
-
-
-def napari_drag(viewer, layer, start, end, *, button: int = 1, axis: int = 0) -> None:
-    """Show the plane through voxel ``start`` normal to ``axis`` and drag from ``start`` to ``end`` on it
-    (a click where they are the same), as the mouse does in ``layer``."""
-    from napari.utils._proxies import ReadOnlyWrapper
-    from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
-
-    viewer.dims.order = (axis, *[a for a in range(3) if a != axis])
-    begin, finish = (layer.data_to_world(np.asarray(v, dtype=float)) for v in (start, end))
-    viewer.dims.set_point(axis, begin[axis])
-    steps = [("mouse_press", begin, mouse_press_callbacks, False)]
-    if not np.array_equal(begin, finish):
-        steps.append(("mouse_move", finish, mouse_move_callbacks, True))
-    steps.append(("mouse_release", finish, mouse_release_callbacks, False))
-    for kind, world, callbacks, dragging in steps:
-        event = MouseEvent(kind, tuple(world), button=button, is_dragging=dragging,
-                           dims_displayed=[a for a in range(3) if a != axis])
-        callbacks(layer, ReadOnlyWrapper(event, exceptions=("handled",)))
 
 
 def wait_idle(qtbot, widget: LimNetWidget) -> None:
