@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import resource
 import statistics
@@ -60,9 +61,9 @@ def measure(size: str, runs: int, device: str, fusion: str = "default") -> dict:
     rss_before = peak_rss_mb()
     gpu_peak = None
     for _ in range(runs):
-        # reach=None: the tube is long, and the worst case (propagation through the whole volume) is timed
+        # reach=math.inf: the tube is long, and the worst case (propagation through the whole volume) is timed
         options = {} if fusion == "default" else {"fusion": fusion == "on"}
-        session = Session(volume, spacing=(1.0, 0.7, 0.7), device=device, weights=weights, reach=None, **options)
+        session = Session(volume, spacing=(1.0, 0.7, 0.7), device=device, weights=weights, reach=math.inf, **options)
         if session.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()

@@ -51,13 +51,19 @@ def test_real_sources_are_told_apart(shared_data):
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
-def test_the_engine_reads_a_ct_through_the_curve(dtype):
+def test_the_engine_reads_a_ct_through_the_curve(dtype, weights):
+    """The network's crop of a CT equals the crop of the HU-curved slice; an MRI's is not curved."""
     import torch
 
+    from napari_limnet.engine.crops import crop_image, full_roi
     from napari_limnet.engine.runner import NetworkRunner
-    from napari_limnet.model import load_model
 
     volume = _ct_like(np.random.default_rng(2)).astype(dtype)
-    runner = NetworkRunner(load_model()[0], volume, (1.0, 1.0), torch.device("cpu"))
-    np.testing.assert_allclose(runner.slice(3), hounsfield_to_unit(volume[3]))
-    assert runner.slice(3).max() <= 1
+    runner = NetworkRunner(weights[0], volume, (1.0, 1.0), torch.device("cpu"))
+    roi = full_roi(volume.shape[1:])
+    seen = crop_image(volume[3], roi, 128, runner.curve)
+    torch.testing.assert_close(seen, crop_image(hounsfield_to_unit(volume[3]), roi, 128))
+    assert not torch.allclose(seen, crop_image(volume[3], roi, 128))
+    mri = NetworkRunner(weights[0], np.random.default_rng(3).random((4, 32, 32)).astype(np.float32), (1.0, 1.0),
+                        torch.device("cpu"))
+    assert mri.curve is None

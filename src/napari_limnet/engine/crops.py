@@ -124,10 +124,13 @@ def _window(image: np.ndarray, roi: Roi) -> np.ndarray:
     return win
 
 
-def crop_image(image: np.ndarray, roi: Roi, crop: int) -> torch.Tensor:
+def crop_image(image: np.ndarray, roi: Roi, crop: int, curve=None) -> torch.Tensor:
     """Slice (any numeric dtype, NaN tolerated) -> 1 x 1 x crop x crop float tensor normalised to
-    [0, 1] by the crop's own 1st/99th percentiles, so that CT, MRI and microscopy look alike."""
-    win = _window(image, roi).astype(np.float32, copy=False)
+    [0, 1] by the crop's own 1st/99th percentiles, so that CT, MRI and microscopy look alike.
+    ``curve`` (e.g. the HU curve of a CT) maps the window's values first: only the pixels the
+    network sees pay for it."""
+    win = _window(image, roi)
+    win = (curve(win) if curve is not None else win).astype(np.float32, copy=False)
     t = torch.from_numpy(np.ascontiguousarray(win))[None, None]
     return normalise(_resize(t, (crop, crop)))
 
@@ -209,8 +212,8 @@ def box_prior(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndar
     return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
 
 
-def quality_inputs(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float], crop: int):
+def quality_inputs(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, float], crop: int, curve=None):
     """The quality head's view of a slice mask: image and mask in the mask's own window. Every
     candidate of a slice is framed this way, in use and in training, so that their scores compare."""
     roi = roi_around(mask, [], mask.shape, spacing)
-    return crop_image(image, roi, crop), crop_mask(mask, roi, crop)
+    return crop_image(image, roi, crop, curve), crop_mask(mask, roi, crop)

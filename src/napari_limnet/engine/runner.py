@@ -54,7 +54,7 @@ class NetworkRunner:
     def __init__(self, net: LimNet, volume: np.ndarray, spacing: tuple[float, float], device: torch.device,
                  *, cache_slices: int = 256) -> None:
         self.volume = volume  # oriented view: slices along axis 0
-        self._hounsfield = is_hounsfield(volume)
+        self.curve = hounsfield_to_unit if is_hounsfield(volume) else None  # a CT's HU curve (intensity.py)
         self.spacing = spacing  # in-plane (row, column) spacing
         self.crop = net.config.crop
         self.cache_slices = cache_slices
@@ -68,10 +68,6 @@ class NetworkRunner:
         self.half = device.type == "cuda"
         with self._cache_lock:
             self._cache.clear()
-
-    def slice(self, z: int) -> np.ndarray:
-        """Slice z as the network reads it (a CT through its HU curve, intensity.py)."""
-        return hounsfield_to_unit(self.volume[z]) if self._hounsfield else self.volume[z]
 
     @property
     def slice_shape(self) -> tuple[int, int]:
@@ -87,7 +83,7 @@ class NetworkRunner:
             if hit is not None:
                 self._cache.move_to_end((z, roi))
                 return hit
-        image = crop_image(self.slice(z), roi, self.crop).to(self.device)
+        image = crop_image(self.volume[z], roi, self.crop, self.curve).to(self.device)
         with self._autocast():
             feats = self.net.encode_image(image)
             key = self.net.encode_key(feats)
@@ -131,7 +127,7 @@ class NetworkRunner:
     @torch.inference_mode()
     def score(self, z: int, mask: np.ndarray) -> float:
         """Predicted Dice of ``mask`` on slice z (the quality head of MRF)."""
-        image, mask_crop = quality_inputs(self.slice(z), mask, self.spacing, self.crop)
+        image, mask_crop = quality_inputs(self.volume[z], mask, self.spacing, self.crop, self.curve)
         with self._autocast():
             return float(self.net.score(image.to(self.device), mask_crop.to(self.device))[0])
 
