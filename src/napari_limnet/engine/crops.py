@@ -82,11 +82,17 @@ def roi_around(mask: np.ndarray | None, points_yx, shape: tuple[int, int],
     return roi
 
 
-def interaction_window(prev: np.ndarray, clicks, shape: tuple[int, int], spacing: tuple[float, float]) -> Roi:
-    """Where the interaction module looks on a slice: around the slice's mask and clicks, or the whole
-    slice while it has no mask (a zoomed second pass follows, ``zoom_in``). The engine and the training
-    pipeline both call this, so that training sees the windows of use."""
-    return roi_around(prev, clicks, shape, spacing) if prev.any() else full_roi(shape, spacing)
+def interaction_window(prev: np.ndarray, clicks, shape: tuple[int, int], spacing: tuple[float, float],
+                       hint: np.ndarray | None = None) -> Roi:
+    """Where the interaction module looks on a slice: around the slice's mask and clicks; while it has no
+    mask, around ``hint`` (the object on a nearby slice) and the clicks, else the whole slice (a zoomed
+    second pass follows, ``zoom_in``). The engine and the training pipeline both call this, so that
+    training sees the windows of use."""
+    if prev.any():
+        return roi_around(prev, clicks, shape, spacing)
+    if hint is not None and hint.any():
+        return roi_around(hint, clicks, shape, spacing)
+    return full_roi(shape, spacing)
 
 
 def zoom_in(mask: np.ndarray, roi: Roi, clicks, spacing: tuple[float, float], crop: int):

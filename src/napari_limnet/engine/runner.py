@@ -95,12 +95,14 @@ class NetworkRunner:
         return entry
 
     @torch.inference_mode()
-    def segment_slice(self, z: int, pos: list, neg: list, prev: np.ndarray) -> np.ndarray:
+    def segment_slice(self, z: int, pos: list, neg: list, prev: np.ndarray,
+                      hint: np.ndarray | None = None) -> np.ndarray:
         """The interaction module on slice z: all the slice's clicks plus its current mask -> 2D mask.
-        Without a previous mask the first pass sees the whole slice, then zooms in on its result
-        (``zoom_prior`` says whether the first pass's mask goes along)."""
+        Without a previous mask the first pass sees the whole slice (or the window around ``hint``, the
+        object on a nearby slice), then zooms in on its result (``zoom_prior`` says whether the first
+        pass's mask goes along)."""
         clicks = list(pos) + list(neg)
-        roi = interaction_window(prev, clicks, self.slice_shape, self.spacing)
+        roi = interaction_window(prev, clicks, self.slice_shape, self.spacing, hint)
         mask = self._interact(z, roi, pos, neg, prev)
         again = None if prev.any() else zoom_in(mask, roi, clicks, self.spacing, self.crop)
         return self._interact(z, again[0], pos, neg, again[1]) if again else mask

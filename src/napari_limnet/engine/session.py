@@ -42,6 +42,7 @@ from .runner import REACH, NetworkRunner, object_slices_beyond, reach_in_slices
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
 TRIM_KEEP = 0.7  # share of a slice's mask that negative clicks alone must leave for the object to stay there
+NEAR_SLICES = 3  # how far a positive click on an empty slice looks for the object's window (_nearby_mask)
 SUSPECTS = 3  # slices whose predicted quality is worst, shown to the user after each round
 CENTRE_DEPTH = 0.9  # a negative click this deep in a mask (share of its greatest depth) is on the mask as a whole
 
@@ -265,7 +266,8 @@ class Session:
             neg = [self._oriented(c.point)[1:] for c in on_slice if not c.positive]
             current = self._omask[oz].copy()
             if pos:
-                return self._runner.segment_slice(oz, pos, neg, current), False, new_click
+                hint = None if current.any() else self._nearby_mask(oz)
+                return self._runner.segment_slice(oz, pos, neg, current, hint), False, new_click
             return self._trim(oz, neg, current), True, new_click
 
         yield from self._round(oz, first_mask)
@@ -354,6 +356,17 @@ class Session:
         if y1 - y0 < 1 or x1 - x0 < 1:
             raise ValueError(f"box ({plain}) is a line or a point: draw a rectangle")
         return z, y0, x0, y1, x1
+
+    def _nearby_mask(self, z: int, within: int = NEAR_SLICES) -> np.ndarray | None:
+        """The object's mask on the nearest slice within ``within`` of slice z that holds it, if any: a
+        positive click on an empty slice next to the object looks there, not at the whole slice, whose
+        first pass outlines far too much around a small structure (docs/evaluation.md: box then clicks
+        on CT, Dice@5 0.32 -> 0.54)."""
+        for d in range(1, within + 1):
+            for zz in (z - d, z + d):
+                if 0 <= zz < self.n_slices and self._omask[zz].any():
+                    return self._omask[zz]
+        return None
 
     def _oriented(self, point: tuple[int, int, int]) -> tuple[int, int, int]:
         rest = [p for i, p in enumerate(point) if i != self.axis]

@@ -101,7 +101,8 @@ def _start(rng, s: Sample) -> _Click2D:
             pos, neg = ([click[0]], []) if click[1] else ([], [click[0]])
             return _Click2D(img, ref, sp, pos, neg, prev, interaction_window(prev, pos + neg, ref.shape, sp), False)
     prev, pos = np.zeros_like(ref), [interior_click(rng, ref, sp)]
-    return _Click2D(img, ref, sp, pos, [], prev, interaction_window(prev, pos, ref.shape, sp), True)
+    hint = s.mask[1] if rng.random() < 0.5 else None  # the engine's window for a click next to the object
+    return _Click2D(img, ref, sp, pos, [], prev, interaction_window(prev, pos, ref.shape, sp, hint), True)
 
 
 def _advance(rng, st: _Click2D, mask: np.ndarray, crop: int) -> None:
