@@ -19,9 +19,11 @@ from qtpy.QtWidgets import QFileDialog, QMessageBox
 from ..engine.annotation import Annotation, SliceWrite
 from ._boxes import BoxInput, make_box_layer
 from ._controls import KEYS, Controls
+from ._geometry import box_of, shows, slicing_axis, voxels_of
 from ._jobs import JobFailed, JobQueue, report_failure
 from ._prompts import PromptInput, make_prompt_layer, overlaying
 from ._redraw import Redraws
+from ._report import job_report
 from ._writer import save_job
 
 if TYPE_CHECKING:
@@ -142,7 +144,7 @@ class LimNetWidget(Controls):
             return
         axis, k, score = obj.suspects[self._suspect % len(obj.suspects)]
         self._suspect += 1
-        if self._slicing_axis() != axis:
+        if slicing_axis(self.viewer) != axis:
             self.viewer.dims.order = (axis, *[a for a in range(3) if a != axis])
         point = list(self.labels.world_to_data(self.viewer.dims.point))
         point[axis] = k
@@ -234,41 +236,25 @@ class LimNetWidget(Controls):
 
     # ---- clicks, boxes and jobs ----------------------------------------------------------------------
     def _on_click(self, point: np.ndarray, positive: bool) -> None:
-        voxels = self._voxels(self.prompts.layer, point)
+        voxels = voxels_of(self.image, self.prompts.layer, point)
         if voxels is None:
             self._set_status("Click outside the image: ignored")
             return
-        self._submit_round(("click", self.label, tuple(voxels[0].tolist()), positive, self._slicing_axis()))
+        self._submit_round(("click", self.label, tuple(voxels[0].tolist()), positive, slicing_axis(self.viewer)))
 
     def _on_box(self, vertices: np.ndarray) -> str | None:
         """A rectangle drawn on the displayed slice: a box round along the slicing axis, as a click is.
         Returns why it is refused, if it is."""
-        voxels = self._voxels(self.boxes.layer, vertices)
-        if voxels is None:
-            return "the box reaches outside the image: it is ignored"
-        axis = self._slicing_axis()
-        in_plane = voxels[:, [a for a in range(3) if a != axis]]
-        low, high = in_plane.min(axis=0), in_plane.max(axis=0)
-        if (high - low < 1).any():
-            return "the box is a line or a point: drag a rectangle around the object"
-        self._submit_round(("box", self.label, (int(voxels[0, axis]), *low.tolist(), *high.tolist()), axis))
+        axis = slicing_axis(self.viewer)
+        box = box_of(voxels_of(self.image, self.boxes.layer, vertices), axis)
+        if isinstance(box, str):
+            return box
+        self._submit_round(("box", self.label, box, axis))
         return None
-
-    def _voxels(self, layer, points: np.ndarray) -> np.ndarray | None:
-        """The image voxels (n x 3 ints) nearest to points in ``layer``'s data coordinates; None if any
-        lies outside the image."""
-        data = np.array([self.image.world_to_data(layer.data_to_world(p)) for p in np.reshape(points, (-1, 3))])
-        voxels = np.floor(data + 0.5).astype(int)
-        return voxels if ((voxels >= 0) & (voxels < self.image.data.shape)).all() else None
 
     def _submit_round(self, request: tuple) -> None:
         self.jobs.cancel(*ROUNDS)
         self._submit(request)
-
-    def _slicing_axis(self) -> int:
-        """The image axis normal to the displayed plane (the Session's ``axis``)."""
-        order = self.viewer.dims.order
-        return int(order[-3]) - (len(order) - 3)
 
     def _submit(self, request: tuple) -> None:
         if self.annotation is None:
@@ -313,47 +299,26 @@ class LimNetWidget(Controls):
     def _on_write(self, write: SliceWrite) -> None:
         if self.annotation is not None and write.label in self.annotation.objects:
             self.annotation.apply(write)
-            self.redraws.wrote(write.done, write.total, self._shows(write))
+            self.redraws.wrote(write.done, write.total, shows(self.viewer, self.labels, write.index))
 
     def _refresh_labels(self, final: bool) -> None:
         if self.labels is not None:
             self.labels.refresh(thumbnail=final, extent=False, highlight=final)
 
-    def _shows(self, write: SliceWrite) -> bool:
-        """Whether the written slice crosses the displayed plane: off-screen slices need no redraw
-        (napari reads the array afresh when the user moves to them), and redraws cost GUI time."""
-        axis = self._slicing_axis()
-        plane = write.index[axis]
-        if self.viewer.dims.ndisplay == 3 or isinstance(plane, slice):
-            return True
-        return int(np.floor(self.labels.world_to_data(self.viewer.dims.point)[axis] + 0.5)) == plane
-
     def _on_result(self, request: tuple, result) -> None:
         from napari.utils.notifications import show_info, show_warning
 
         kind, label = request[:2]
-        if isinstance(result, JobFailed):
-            self._set_status(report_failure(result.exc))
-        elif kind in ROUNDS:
-            t, where = result.last_timing, "clicked slice" if kind == "click" else "box's slice"
-            text = (f"Round {result.rounds}: {where} {t.first_mask_s:.2f} s, {t.slices_propagated} slices in "
-                    f"{t.total_s:.2f} s on {result.device.type} · weights {result.weights.describe()}")
-            if result.last_warning:
-                show_warning(f"LIM-Net: {result.last_warning}")
-                text = f"{text} · {result.last_warning}"
-            self._set_status(text)
-        elif kind == "undo":
-            rounds = self.annotation.objects[label].rounds
-            self._set_status(f"Undone: object {label} has {rounds} round(s) left" if result else "Nothing to undo")
-        elif kind == "reset":
+        status, warning, info = job_report(kind, label, result, self.annotation)
+        if warning:
+            show_warning(f"LIM-Net: {warning}")
+        if info:
+            show_info(f"LIM-Net: {info}")
+        self._set_status(status)
+        if kind == "reset" and not isinstance(result, JobFailed):
             self._hidden.pop(label, None)
-            self._set_status(f"Object {label} reset: its clicks, rounds and voxels are gone")
-        elif kind == "commit":
-            self._set_status(f"Object {label} kept; now object {result}")
+        elif kind == "commit" and not isinstance(result, JobFailed):
             self.object_spin.setValue(min(result, self.object_spin.maximum()))
-        elif kind == "save":
-            show_info(f"LIM-Net: mask saved to {result}")
-            self._set_status(f"Saved {result}")
 
     def _on_stopped(self, request: tuple) -> None:
         """A job failed or was cancelled after streaming slices: the layer may show work that never
