@@ -177,6 +177,9 @@ def test_merged_objects_join_only_touching_structures(monkeypatch):
                       field_of_view_share=0.0, merged_share=1.0)
     seen = {tuple(sorted(set(np.unique(labels[5][sampler.sample(2).mask[0]]).tolist()))) for _ in range(40)}
     assert seen == {(1, 2), (3,)}
+    apart = labels.copy()
+    apart[2:10, 10:16] = 0  # the same name, as every synthetic volume has, and nothing touches here
+    assert LabelledVolume("v", volume.image, apart, volume.spacing, (1, 3)).touching == ()
 
 
 def test_shipped_weights_load_and_match_model_card():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,18 @@ class LabelledVolume:
     labels: np.ndarray  # uint8
     spacing: tuple[float, float, float]
     objects: tuple[int, ...]
+
+    @cached_property
+    def touching(self) -> tuple[tuple[int, int], ...]:
+        """Pairs (a, b), a < b, of object labels that share a face somewhere in the volume (computed
+        once per volume: the sampler merges such pairs into one object)."""
+        pairs = set()
+        for axis in range(self.labels.ndim):
+            a = np.moveaxis(self.labels, axis, 0)
+            lo, hi = a[:-1].ravel(), a[1:].ravel()
+            differ = (lo != hi) & (lo > 0) & (hi > 0)
+            pairs.update(zip(np.minimum(lo, hi)[differ].tolist(), np.maximum(lo, hi)[differ].tolist()))
+        return tuple(sorted(p for p in pairs if p[0] in self.objects and p[1] in self.objects))
 
     def reslice_axes(self) -> tuple[int, ...]:
         """Axes along which slices look like in-plane slices (spacing within a factor 1.5)."""

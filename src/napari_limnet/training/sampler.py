@@ -30,7 +30,6 @@ class Sampler:
                  max_slice_gap: float = 6.0, merged_share: float = 0.0) -> None:
         self.volumes = volumes
         self.merged_share = merged_share
-        self._touching: dict[str, list[tuple[int, int]]] = {}
         self.thick_slice_share = thick_slice_share
         self.max_slice_gap = max_slice_gap
         self.rng = rng
@@ -64,10 +63,7 @@ class Sampler:
         an atlas separates, and the network must follow the click, not a list of anatomies."""
         if not self.merged_share or self.rng.random() >= self.merged_share:
             return (label,)
-        if vol.name not in self._touching:
-            self._touching[vol.name] = touching_labels(vol.labels, vol.objects)
-        partners = [b for a, b in self._touching[vol.name] if a == label] + [
-            a for a, b in self._touching[vol.name] if b == label]
+        partners = [b for a, b in vol.touching if a == label] + [a for a, b in vol.touching if b == label]
         return (label, partners[int(self.rng.integers(len(partners)))]) if partners else (label,)
 
     def sample(self, length: int, with_anchor: bool = False, *, crossing_share: float = 0.5) -> Sample:
@@ -141,14 +137,3 @@ class Sampler:
             out.append(slice(start, start + extent))
         return img[:, out[0], out[1]], msk[:, out[0], out[1]]
 
-
-def touching_labels(labels: np.ndarray, objects: tuple[int, ...]) -> list[tuple[int, int]]:
-    """Pairs (a, b), a < b, of object labels that share a face somewhere in the volume."""
-    pairs = set()
-    for axis in range(labels.ndim):
-        a = np.moveaxis(labels, axis, 0)
-        lo, hi = a[:-1].ravel(), a[1:].ravel()
-        differ = (lo != hi) & (lo > 0) & (hi > 0)
-        for x, y in zip(lo[differ].tolist(), hi[differ].tolist()):
-            pairs.add((min(x, y), max(x, y)))
-    return sorted(p for p in pairs if p[0] in objects and p[1] in objects)
