@@ -44,15 +44,14 @@ def unit_window(volume: np.ndarray) -> np.ndarray:
     """Rescale to [0, 1]: a CT through the HU curve, anything else by the 0.5 and 99.5 percentiles of the
     finite values (sources ship any range); NaN and infinities become the median."""
     data = np.asarray(volume, dtype=np.float32)
-    if is_hounsfield(data):
-        finite = np.isfinite(data)
-        return np.where(finite, hounsfield_to_unit(np.where(finite, data, 0.0)), hounsfield_to_unit(
-            np.array([np.median(data[finite])]))[0] if finite.any() else 0.0).astype(np.float32)
+    ct = is_hounsfield(data)
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         raise ValueError("the volume has no finite values")
-    lo, hi = np.percentile(finite, [0.5, 99.5])
     data = np.where(np.isfinite(data), data, np.median(finite))
+    if ct:
+        return hounsfield_to_unit(data)
+    lo, hi = np.percentile(finite, [0.5, 99.5])
     return np.clip((data - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 
