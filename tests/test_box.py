@@ -10,14 +10,8 @@ import pytest
 from synthetic import ellipsoid_volume
 
 from napari_limnet import Session
-from napari_limnet.clicks import dice, interior_click
+from napari_limnet.clicks import dice, interior_click, largest_slice, tight_box
 from napari_limnet.training.data import objects_of, read_case
-
-
-def tight_box(ref: np.ndarray) -> tuple[int, int, int, int, int]:
-    z = int(np.argmax(ref.sum(axis=(1, 2))))
-    rows, cols = np.flatnonzero(ref[z].any(1)), np.flatnonzero(ref[z].any(0))
-    return z, int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
 
 
 def test_a_box_round_segments_propagates_and_undoes(weights):
@@ -81,7 +75,7 @@ def test_a_click_next_to_the_object_looks_where_the_object_is(shared_data, weigh
     dices, ratios = [], []
     for label in objects_of(labels, 50):
         ref = labels == label
-        z = int(np.argmax(ref.sum(axis=(1, 2))))
+        z = largest_slice(ref)
         if z + 1 >= ref.shape[0] or not ref[z + 1].any():
             continue
         start = np.zeros_like(ref)

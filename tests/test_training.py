@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from napari_limnet.clicks import dice as slice_dice
-from napari_limnet.clicks import interior_click, simulate
+from napari_limnet.clicks import interior_click, largest_slice, simulate
 from napari_limnet.engine.runner import NetworkRunner
 from napari_limnet.evaluation.methods import METHODS, MethodContext
 from napari_limnet.model import load_model
@@ -196,10 +196,6 @@ def one_click_dice(net, image: np.ndarray, ref: np.ndarray, spacing) -> float:
     runner = NetworkRunner(net, image[None], spacing, torch.device("cpu"))
     mask = runner.segment_slice(0, [interior_click(None, ref, spacing)], [], np.zeros_like(ref))
     return slice_dice(mask, ref)
-
-
-def largest_slice(ref: np.ndarray) -> int:
-    return int(np.argmax(ref.reshape(ref.shape[0], -1).sum(1)))
 
 
 def test_one_click_segments_a_real_validation_case(shared_data):

@@ -103,12 +103,17 @@ def error_click(rng: np.random.Generator | None, pred: np.ndarray, ref: np.ndarr
     return interior_click(rng, region, spacing_yx), positive
 
 
+def largest_slice(ref: np.ndarray) -> int:
+    """The slice (along axis 0) where the object's cross-section is largest: where a user starts."""
+    return int(np.argmax(ref.reshape(ref.shape[0], -1).sum(axis=1)))
+
+
 def first_click(ref: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> SimClick:
     """Round 1: positive click inside the object's largest cross-section along axis 0."""
     ref = np.asarray(ref, dtype=bool)
     if not ref.any():
         raise ValueError("the reference object is empty: there is nothing to click on")
-    z = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(axis=1)))
+    z = largest_slice(ref)
     y, x = interior_point(ref[z], spacing[1:])
     return SimClick((z, y, x), True)
 
@@ -131,7 +136,7 @@ def next_click(pred: np.ndarray, ref: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> Si
 def tight_box(ref: np.ndarray) -> tuple[int, int, int, int, int]:
     """The box a user draws first: (z, y0, x0, y1, x1), inclusive, around the object's cross-section on
     the slice where it is largest (the slice of ``first_click``)."""
-    z = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(axis=1)))
+    z = largest_slice(ref)
     rows, cols = np.flatnonzero(ref[z].any(axis=1)), np.flatnonzero(ref[z].any(axis=0))
     return z, int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
 
@@ -166,7 +171,7 @@ def simulate(session, ref: np.ndarray, spacing, max_clicks: int, after_click=Non
     "where to look next"), not to the oracle's worst slice; ``suspect_hits`` records, per correction,
     whether the first suspect slice was among the five truly worst."""
     clicks, dices, seconds, hits = [], [], [], []
-    box = tight_box(ref) if first_prompt == "box" else None
+    first_box = box = tight_box(ref) if first_prompt == "box" else None
     click = first_click(ref, spacing)
     while (box is not None or click is not None) and len(dices) < max_clicks:
         started = time.perf_counter()
@@ -190,8 +195,8 @@ def simulate(session, ref: np.ndarray, spacing, max_clicks: int, after_click=Non
             click = next_click(mask, ref, spacing)
     dices += dices[-1:] * (max_clicks - len(dices))
     out = {"clicks": clicks, "dice": dices, "seconds": seconds}
-    if first_prompt == "box":
-        out["box"] = list(tight_box(ref))
+    if first_box is not None:
+        out["box"] = list(first_box)
     if user == "suspects":
         out["suspect_hits"] = hits
     return out

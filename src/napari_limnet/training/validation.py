@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..clicks import dice, error_click, interior_click, simulate
+from ..clicks import dice, error_click, interior_click, largest_slice, simulate
 from ..engine.runner import NetworkRunner
 from ..engine.session import Session
 from ..model import LimNet, WeightsInfo
@@ -24,7 +24,7 @@ def evaluate_object(net: LimNet, volume: np.ndarray, ref: np.ndarray, spacing, d
     Dice on the 2D masks and on every slice of the final 3D result that holds the object or the mask."""
     sp = tuple(spacing[1:])
     runner = NetworkRunner(net, volume, sp, torch.device(device))
-    z0 = int(np.argmax(ref.reshape(ref.shape[0], -1).sum(1)))
+    z0 = largest_slice(ref)
     target = ref[z0]
     pos, neg, prev = [interior_click(None, target, sp)], [], np.zeros_like(target)
     result, quality_err = {}, []
