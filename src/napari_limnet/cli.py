@@ -60,16 +60,6 @@ def parse_box(text: str) -> tuple[int, ...]:
     return tuple(math.floor(c + 0.5) for c in coords)
 
 
-def box_inside(box: tuple[int, ...], shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
-    """The box if its slice and corners lie in the volume (checked before the network loads)."""
-    z, y0, x0, y1, x1 = box
-    n, (h, w) = shape[axis], [d for i, d in enumerate(shape) if i != axis]
-    if not (0 <= z < n and all(0 <= y < h for y in (y0, y1)) and all(0 <= x < w for x in (x0, x1))):
-        raise ValueError(f"box {','.join(map(str, box))} is outside the volume (slice 0 to {n - 1} along axis "
-                         f"{axis}, corners 0 to {h - 1} and 0 to {w - 1})")
-    return box
-
-
 def _attach_negative_values(argv: Sequence[str]) -> list[str]:
     """argparse reads '-1,20,20' as an option, so '--click -1,20,20' would fail with a puzzling message:
     treat it as '--click=-1,20,20', which is then checked like any click."""
@@ -147,6 +137,7 @@ def voxel_of(click: Click, volume) -> tuple[int, int, int]:
 
 def run_segment(args: argparse.Namespace) -> int:
     from .io import check_writable, read_volume, write_labels
+    from .prompts import check_box
 
     started = time.perf_counter()
     if not 1 <= args.label <= 255:
@@ -156,7 +147,7 @@ def run_segment(args: argparse.Namespace) -> int:
         raise ValueError("give a --box, or at least one --click (voxel indices) or --click-mm (millimetres)")
     volume = read_volume(args.image)
     points = [(voxel_of(click, volume), click.positive) for click in args.clicks]  # before the network loads
-    box = box_inside(args.box, volume.data.shape, args.axis) if args.box is not None else None
+    box = check_box(args.box, volume.data.shape, args.axis) if args.box is not None else None
     mask = _segment(volume, box, points, args)
     _warn_about(mask, volume, points if box is None else [(box, True), *points], args.out)
     out = Path(args.out)

@@ -27,7 +27,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from .session import InteractiveSession, RoundUpdate, check_point
+from ..prompts import check_point
+from .session import InteractiveSession, RoundUpdate
 
 R = TypeVar("R")
 Job = Generator["SliceWrite", None, R]

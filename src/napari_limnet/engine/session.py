@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..model import LimNet, WeightsInfo, load_model
+from ..prompts import check_box, check_point
 from .device import configure_cpu_threads, resolve_device
 from .fusion import Round, SliceMask, choose_round
 from .parallel import interleave, walk_threads
@@ -107,29 +108,6 @@ class InteractiveSession(Segmenter, Protocol):
     def edit(self, mask3d: np.ndarray) -> int: ...
 
     def suspects(self, n: int = SUSPECTS) -> list[tuple[int, float]]: ...
-
-
-def _voxel_coords(value, what: str, names: str) -> tuple[np.ndarray, tuple[int, ...]]:
-    """A prompt's coordinates as floats and as the nearest voxel indices, or a ValueError naming the
-    prompt (``what``) and its coordinates (``names``, e.g. "z, y, x")."""
-    n = len(names.split(","))
-    try:
-        coords = np.asarray(value, dtype=float).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} is {n} coordinates ({names}), got {value!r}") from exc
-    if coords.size != n or not np.isfinite(coords).all():
-        raise ValueError(f"{what} is {n} finite coordinates ({names}), got {value!r}")
-    return coords, tuple(int(np.floor(c + 0.5)) for c in coords)
-
-
-def check_point(point, shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """The voxel (z, y, x) nearest to ``point``; ValueError when it is not three finite numbers inside
-    ``shape``. Coordinates in the message print as plain numbers."""
-    coords, idx = _voxel_coords(point, "a click", "z, y, x")
-    if not all(0 <= i < n for i, n in zip(idx, shape)):
-        plain = ", ".join(f"{c:g}" for c in coords)
-        raise ValueError(f"click ({plain}) lies outside the volume of shape {tuple(shape)}")
-    return idx
 
 
 def _check_volume(volume) -> np.ndarray:
@@ -282,7 +260,7 @@ class Session:
         """A round whose prompt is a rectangle ``(z, y0, x0, y1, x1)`` on slice z of the session's axis
         (corners in the other two axes, in order, inclusive): the box gives the slice's mask, which
         propagates and fuses as a click's does; later clicks on that slice correct it."""
-        oz, *corners = self._check_box(box)
+        oz, *corners = check_box(box, self.shape, self.axis)
         yield from self._round(oz, lambda index: (self._runner.segment_box(oz, tuple(corners)), False, None))
 
     def _round(self, oz: int, first_mask) -> Iterator[RoundUpdate]:
@@ -345,18 +323,6 @@ class Session:
             self._mask[...] = False
 
     # ---- internals --------------------------------------------------------------------------------
-    def _check_box(self, box) -> tuple[int, int, int, int, int]:
-        """(z, y0, x0, y1, x1) -> oriented slice and sorted, in-volume corners, or a clear error."""
-        coords, (z, y0, x0, y1, x1) = _voxel_coords(box, "a box", "z, y0, x0, y1, x1")
-        in_plane = [n for i, n in enumerate(self.shape) if i != self.axis]
-        (y0, y1), (x0, x1) = sorted((y0, y1)), sorted((x0, x1))
-        plain = ", ".join(f"{c:g}" for c in coords)
-        if not (0 <= z < self.n_slices and y0 >= 0 and x0 >= 0 and y1 < in_plane[0] and x1 < in_plane[1]):
-            raise ValueError(f"box ({plain}) reaches outside the volume of shape {self.shape}")
-        if y1 - y0 < 1 or x1 - x0 < 1:
-            raise ValueError(f"box ({plain}) is a line or a point: draw a rectangle")
-        return z, y0, x0, y1, x1
-
     def _nearby_mask(self, z: int, within: int = NEAR_SLICES) -> np.ndarray | None:
         """The object's mask on the nearest slice within ``within`` of slice z that holds it, if any: a
         positive click on an empty slice next to the object looks there, not at the whole slice, whose
