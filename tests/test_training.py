@@ -98,6 +98,9 @@ def test_tiny_run_checkpoints_logs_and_exports(tmp_path):
     # each segmentation stage first validates the weights it starts from, so it never exports worse ones
     assert vals == [("interaction", 0), ("interaction", 3), ("memory", 0), ("memory", 2), ("quality", 2)]
     assert all(np.isfinite(e["seg"]) for e in events if e["event"] == "train" and "seg" in e)
+    for export_event in (e for e in events if e["event"] == "export" and e["stage"] != "quality"):
+        scores = {e["step"]: e["score"] for e in events if e["event"] == "val" and e["kind"] == export_event["stage"]}
+        assert scores[export_event["step"]] == max(scores.values())  # the file holds the stage's best step
     net, info = load_model(export)
     assert info.trained and info.name == "tiny"
     # A finished run resumes to "nothing left to do".

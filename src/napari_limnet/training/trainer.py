@@ -152,7 +152,8 @@ class Trainer:
                 "step": step, "val": {k: round(v, 4) for k, v in summary.items()}}
         sha = save_weights(self.net.cpu(), self.export_path, meta)
         self.net.to(self.device)
-        self._write({"event": "export", "path": str(self.export_path), "sha256": sha, "stage": stage.kind})
+        self._write({"event": "export", "path": str(self.export_path), "sha256": sha, "stage": stage.kind,
+                     "step": step})
 
     def validate(self) -> dict:
         """Each process evaluates its share of the val objects; all get the same summary."""
@@ -251,7 +252,7 @@ class Trainer:
             else:
                 best, best_state = self._validate_keep_best(si, stage, step, best, best_state)
                 self.net.load_state_dict(best_state)
-                summary = best["summary"]
+                summary, step = best["summary"], best["step"]
             self._export(stage, step, summary)
             self._save_checkpoint(si + 1, 0, 0.0, None, None)
             state = None
