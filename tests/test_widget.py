@@ -347,6 +347,7 @@ def test_a_box_is_a_round_that_clicks_correct_and_undo_takes_back(small, qtbot):
     boxed = object_mask(widget, 1)
     assert dice(boxed, reference) > 0.8 and boxed.any(axis=(1, 2)).sum() > 1  # propagated in 3D
     assert widget.annotation.objects[1].session.rounds == 1 and "Round 1: box's slice" in widget.status.text()
+    assert widget.viewer.layers.selection.active is widget.prompts.layer  # the next click corrects it
     assert len(widget.boxes.layer.data) == 1 and len(widget.prompts.layer.data) == 0
     np.testing.assert_array_equal(widget.boxes.layer.data[0][:, 0], z)
     labels = np.array(widget.labels.data, copy=True)

@@ -14,6 +14,7 @@ import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ..engine.annotation import Annotation, SliceWrite
@@ -250,7 +251,13 @@ class LimNetWidget(Controls):
         if isinstance(box, str):
             return box
         self._submit_round(("box", self.label, box, axis))
+        QTimer.singleShot(0, self._back_to_clicks)  # after napari has finished the rectangle
         return None
+
+    def _back_to_clicks(self) -> None:
+        """A box is one prompt: the next is a correcting click, so the prompts layer takes the mouse again."""
+        if self.viewer.layers.selection.active is self.boxes.layer:
+            self.viewer.layers.selection.active = self.prompts.layer
 
     def _submit_round(self, request: tuple) -> None:
         self.jobs.cancel(*ROUNDS)
