@@ -60,6 +60,17 @@ def small(make_napari_viewer):
     return open_widget(make_napari_viewer, image), reference
 
 
+def test_a_ct_gets_the_advice_to_start_small_structures_with_a_box(make_napari_viewer, monkeypatch):
+    notices = []
+    monkeypatch.setattr("napari.utils.notifications.show_info", notices.append)
+    image, _ = ellipsoid_volume(shape=(8, 20, 24), radii=(3, 6, 8))
+    open_widget(make_napari_viewer, image)  # not a CT: no advice
+    assert not any("box" in n for n in notices)
+    ct = np.where(image > image.mean(), 40.0, -1000.0).astype(np.float32)  # soft tissue in air, in HU
+    open_widget(make_napari_viewer, ct)
+    assert any("is a CT" in n and "'scan boxes'" in n for n in notices)
+
+
 def test_click_segments_the_lesion_then_negative_click_and_undo(make_napari_viewer, qtbot):
     (image, kwargs, _), (label, _, _) = brain_mri()
     widget = open_widget(make_napari_viewer, image[BRAIN_CROP], kwargs["scale"], kwargs["metadata"])

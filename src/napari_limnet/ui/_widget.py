@@ -18,6 +18,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QFileDialog, QMessageBox
 
 from ..engine.annotation import Annotation, SliceWrite
+from ..intensity import is_hounsfield
 from ._boxes import BoxInput, make_box_layer
 from ._controls import KEYS, Controls
 from ._geometry import box_of, shows, slicing_axis, voxels_of
@@ -191,6 +192,12 @@ class LimNetWidget(Controls):
         self.annotation = Annotation(volume, self.image.scale, self._make_session, self.labels.data,
                                      overwrite=self.overwrite_check.isChecked())
         self.viewer.layers.selection.active = points
+        if is_hounsfield(volume):
+            from napari.utils.notifications import show_info
+
+            # measured on the head-and-neck CT val structures: Dice 0.47 after a box, 0.13 after a click
+            show_info(f"LIM-Net: {name} is a CT. For a small structure, draw a box in '{name} boxes' first: "
+                      "it gives a far better start than a click")
 
     def _labels_layer(self, image, shape):
         """Reuse this image's labels layer if there is one, else create it overlaying the image exactly."""
