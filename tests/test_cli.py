@@ -110,6 +110,17 @@ def test_constant_scan_and_lone_negative_click_say_what_happened(scan, tmp_path,
     assert "warning" not in err and "replacing the file that was there" in err
 
 
+def test_a_click_on_a_ct_gets_the_advice_to_use_a_box(scan, tmp_path, capsys):
+    path, affine = scan
+    image = np.asarray(nib.load(path).dataobj)
+    ct = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(image > image.mean(), 40, -1000).astype(np.int16), affine), ct)
+    assert main(["segment", str(ct), "--click", "8,24,20", "--out", str(tmp_path / "a.nii.gz"), "--quiet"]) == 0
+    assert "note: on a CT, a --box" in capsys.readouterr().err
+    assert main(["segment", str(path), "--click", "8,24,20", "--out", str(tmp_path / "b.nii.gz"), "--quiet"]) == 0
+    assert "--box" not in capsys.readouterr().err  # not a CT
+
+
 def test_segment_a_dicom_series_folder_into_nrrd(tmp_path):
     image, _ = ellipsoid_volume(shape=(12, 40, 36))
     series = sitk.GetImageFromArray(image.astype(np.int16))
