@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from napari_limnet.model import LimNet, LimNetConfig, WeightsError, count_parameters, load_model, save_weights
+from napari_limnet.engine.crops import click_maps
+from napari_limnet.model import (
+    LimNet,
+    LimNetConfig,
+    WeightsError,
+    count_parameters,
+    extended,
+    load_model,
+    save_weights,
+)
 from napari_limnet.model.memory import read_memory
 from napari_limnet.model.weights import file_sha256, shipped_weights_path
 
@@ -121,6 +130,41 @@ def test_folding_batchnorm_keeps_the_outputs():
     prompts = torch.rand(1, 3, 128, 128)
     assert torch.allclose(net.interact(a, prompts), fused.interact(b, prompts), atol=1e-3)
     assert torch.allclose(net.score(x, prompts[:, :1]), fused.score(x, prompts[:, :1]), atol=1e-4)
+
+
+def _click_prompts(s: int, pos) -> torch.Tensor:
+    return torch.cat([click_maps(pos, [], s), torch.zeros(1, 1, s, s)], dim=1)
+
+
+@torch.inference_mode()
+def test_adding_click_similarity_keeps_the_shipped_answers_until_trained(tmp_path):
+    """A fine-tuning run that switches the module on starts from exactly the shipped network's masks,
+    and the weights it saves load back with the module."""
+    shipped, _ = load_model()
+    net, added = extended(shipped, click_similarity=True)
+    assert added and all(name.startswith("interaction.similarity.") for name in added)
+    image = torch.rand(1, 1, 128, 128)
+    prompts = _click_prompts(128, [(64, 64)])
+    before = shipped.interact(shipped.encode_image(image), prompts)
+    assert torch.equal(before, net.interact(net.encode_image(image), prompts))
+    save_weights(net, tmp_path / "w.pt", {"name": "test"})
+    assert load_model(tmp_path / "w.pt")[0].config.click_similarity
+
+
+def test_click_similarity_reaches_across_the_whole_crop():
+    """Without the module a click cannot change the logits on the far side of the crop (the
+    convolutions' reach); with it, it can: a large organ can be filled from one click."""
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 128, 128)
+    reach = {}
+    for on in (False, True):
+        net = LimNet(LimNetConfig(click_similarity=on)).eval()
+        if on:  # past the zero start, as after training
+            torch.nn.init.normal_(net.interaction.similarity.to4.weight)
+        prompts = _click_prompts(128, [(100, 100)]).requires_grad_(True)
+        net.interact(net.encode_image(image), prompts)[0, 0, 8, 8].backward()
+        reach[on] = float(prompts.grad[0, 0].abs().sum())
+    assert reach[False] == 0.0 and reach[True] > 0.0
 
 
 @pytest.mark.parametrize("top_k", [0, 5])

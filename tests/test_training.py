@@ -69,6 +69,21 @@ def test_config_override_changes_only_what_it_names(tmp_path):
     assert [s.kind for s in config.stages] == ["quality"]
 
 
+def test_fine_tuning_can_add_a_module_that_learns_faster(tmp_path):
+    """``network`` options switched on in the init weights: the run starts from those weights, and the
+    parameters they lacked form their own optimizer group at ``added_lr_scale``."""
+    stage = {"kind": "interaction", "steps": 1, "lr": 1e-4, "added_lr_scale": 20.0}
+    config = tiny_config(tmp_path, init_weights="src/napari_limnet/model/weights/limnet.pt",
+                         network={"click_similarity": True}, stages=[stage])
+    trainer = Trainer(config, ROOT, log=lambda _: None)
+    shipped = load_model()[0].state_dict()
+    assert trainer.net.config.click_similarity
+    assert all(torch.equal(shipped[k], v) for k, v in trainer.net.state_dict().items() if k in shipped)
+    groups = make_optimizer(trainer.net, trainer.config.stages[0], trainer.added).param_groups
+    assert groups[-1]["scale"] == 20.0
+    assert {id(p) for p in groups[-1]["params"]} == {id(p) for p in trainer.net.interaction.similarity.parameters()}
+
+
 def test_short_training_lowers_loss(tmp_path):
     trainer = Trainer(tiny_config(tmp_path), ROOT, log=lambda _: None)
     samples = [trainer.sampler.sample(2) for _ in range(4)]
@@ -140,6 +155,20 @@ def test_object_share_frames_the_object_at_the_drawn_share_of_the_window(share, 
         ys, xs = np.nonzero(cut_msk[0])
         y0, x0 = 100 - ys.min(), 30 - xs.min()  # where the window starts in the slice
         np.testing.assert_array_equal(cut_img, img[:, y0:y0 + side, x0:x0 + side])
+
+
+def test_object_share_above_one_shows_a_window_inside_the_object():
+    """A share above 1 gives a window smaller than the object, lying on it: the object runs out of
+    the window on every side (what the engine's zoomed pass shows of a large organ)."""
+    img = np.random.default_rng(0).random((2, 256, 256), dtype=np.float32)
+    msk = np.zeros((2, 256, 256), bool)
+    msk[:, 40:200, 60:220] = True  # 160 x 160 pixels
+    sampler = Sampler([], np.random.default_rng(1), synthetic_share=1.0, pool_size=0, min_voxels=50,
+                      field_of_view_share=1.0, object_share=(2.0, 2.0))
+    for _ in range(5):
+        cut_img, cut_msk = sampler._field_of_view(img, msk)
+        assert cut_msk.shape == cut_img.shape == (2, 80, 80)
+        assert cut_msk.all()
 
 
 def test_thick_slice_sequences_skip_evenly_within_the_gap(monkeypatch):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ class LimNetConfig:
     c4: int = 32
     c8: int = 64
     interaction_units: int = 2
+    click_similarity: bool = False  # global click-similarity prompt maps (interaction.ClickSimilarity)
     key_dim: int = 32
     value_dim: int = 32
     hidden_dim: int = 16
@@ -50,7 +51,7 @@ class LimNet(nn.Module):
         c = self.config
         channels = (c.c2, c.c4, c.c8)
         self.encoder = ImageEncoder(*channels)
-        self.interaction = InteractionModule(channels, c.interaction_units)
+        self.interaction = InteractionModule(channels, c.interaction_units, c.click_similarity)
         self.key_proj = KeyProjection(c.c4, c.key_dim)
         self.value_encoder = ValueEncoder(c.c4, c.value_dim)
         self.decoder = MemoryDecoder(c.c2, c.c4, c.value_dim, c.hidden_dim)
@@ -100,6 +101,16 @@ def fused_for_inference(net: LimNet) -> LimNet:
                     module[i] = fuse_conv_bn_eval(conv, bn)
                     module[i + 1] = nn.Identity()
     return fused
+
+
+def extended(net: LimNet, **options) -> tuple[LimNet, list[str]]:
+    """``net``'s weights in a network with more options switched on (a fine-tuning run that adds a
+    module): returns it and the names of the parameters it adds, which start as no-ops."""
+    bigger = LimNet(replace(net.config, **options))
+    missing, unexpected = bigger.load_state_dict(net.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"options {options} drop weights the network had: {unexpected[:3]}")
+    return bigger.eval(), list(missing)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -23,6 +23,7 @@ class StageConfig:
     crossing_share: float = 0.5  # memory stage: share of sequences that run off the end of the object
     max_minutes: float = 0.0
     freeze_norm: bool = False  # keep every BatchNorm's statistics fixed (fine-tuning with small batches)
+    added_lr_scale: float = 1.0  # parameters that the init weights lack (``network`` options) learn this much faster
     objects: int = 0  # fusion stage: train objects whose protocol rounds are harvested
     clicks: int = 10  # fusion stage: protocol clicks per harvested object
 
@@ -55,6 +56,7 @@ class TrainConfig:
     export_path: str = ""  # where the best weights are written after each stage ("" = nowhere)
     export_name: str = "limnet"
     init_weights: str = ""  # weights file a fresh run starts from (a fine-tuning run); "" = random init
+    network: dict = field(default_factory=dict)  # LimNetConfig options (with init_weights: switched on in them)
     ranks: int = 1  # processes `limnet train` starts here via torchrun (a launcher's count wins); batch is per process
 
     @classmethod

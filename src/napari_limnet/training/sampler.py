@@ -12,6 +12,8 @@ from . import augment
 from .data import LabelledVolume
 from .synthetic import synthetic_volume
 
+MIN_WINDOW = 16  # pixels: the smallest side of a window shown inside an object
+
 
 @dataclass
 class Sample:
@@ -117,8 +119,10 @@ class Sampler:
         """Sometimes show only part of the slice around the object: the first click's window is the
         whole slice, and the network must read the object's size from its edges, not from how much of
         the window it fills. With ``object_share`` the window's side is the object's larger extent
-        divided by a share drawn log-uniformly from that range (as far as the slice allows); without
-        it, each side is drawn uniformly between the object's extent and the slice's."""
+        divided by a share drawn log-uniformly from that range (as far as the slice allows; a share above 1
+        gives a window inside the object, as the engine's zoomed pass sees a large organ after a first
+        mask that fell short); without it, each side is drawn uniformly between the object's extent and
+        the slice's."""
         if self.rng.random() >= self.field_of_view_share:
             return img, msk
         h, w = msk.shape[1:]
@@ -129,11 +133,15 @@ class Sampler:
             side = (max(np.ptp(ys), np.ptp(xs)) + 1) / share
         out = []
         for lo, hi, size in ((ys.min(), ys.max(), h), (xs.min(), xs.max(), w)):
+            span = hi - lo + 1
             if side is None:
-                extent = int(self.rng.integers(min(size, hi - lo + 16), size + 1))
+                extent = int(self.rng.integers(min(size, span + 16), size + 1))
             else:
-                extent = int(np.clip(round(side), min(size, hi - lo + 1), size))
-            start = int(self.rng.integers(max(0, hi + 1 - extent), min(lo, size - extent) + 1))
+                extent = int(np.clip(round(side), min(size, span, MIN_WINDOW), size))
+            if extent >= span:
+                start = int(self.rng.integers(max(0, hi + 1 - extent), min(lo, size - extent) + 1))
+            else:  # a share above 1: the window lies inside the object's extent, which runs out of it
+                start = int(self.rng.integers(lo, hi + 2 - extent))
             out.append(slice(start, start + extent))
         return img[:, out[0], out[1]], msk[:, out[0], out[1]]
 

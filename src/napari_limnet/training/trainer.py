@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..engine.fusion import PREFERRED_MARGIN
-from ..model import LimNet, LimNetConfig, count_parameters, load_model, save_weights
+from ..model import LimNet, LimNetConfig, count_parameters, extended, load_model, save_weights
 from .config import StageConfig, TrainConfig, resolve
 from .data import build_cache, load_cached, val_volumes
 from .distributed import Ranks
@@ -35,14 +35,19 @@ def lr_factor(progress: float, warmup: float = 0.05) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (progress - warmup) / (1 - warmup))))
 
 
-def make_optimizer(net: LimNet, stage: StageConfig) -> torch.optim.Optimizer:
+def make_optimizer(net: LimNet, stage: StageConfig, added: frozenset[str] = frozenset()) -> torch.optim.Optimizer:
+    """``added``: names of the parameters that the init weights lacked (they learn ``added_lr_scale``
+    times faster, so that a module that starts as a no-op catches up within a fine-tuning run)."""
     if stage.kind in ("quality", "fusion"):
         groups = [{"params": list(net.quality.parameters()), "scale": 1.0}]
     else:
         encoder = list(net.encoder.parameters())
         ids = {id(p) for p in encoder}
+        named = [(n, p) for n, p in net.named_parameters() if id(p) not in ids]
         groups = [{"params": encoder, "scale": stage.encoder_lr_scale},
-                  {"params": [p for p in net.parameters() if id(p) not in ids], "scale": 1.0}]
+                  {"params": [p for n, p in named if n not in added], "scale": 1.0}]
+        if added:  # a third group only then, so that checkpoints of runs without one still resume
+            groups.append({"params": [p for n, p in named if n in added], "scale": stage.added_lr_scale})
     return torch.optim.AdamW(groups, lr=stage.lr, weight_decay=1e-4)
 
 
@@ -62,10 +67,15 @@ class Trainer:
         torch.manual_seed(config.seed)
         # every process draws its own samples; rank 0 draws what a single process would
         self.rng = np.random.default_rng(config.seed if self.ranks.lead else [config.seed, self.ranks.rank])
+        self.added: frozenset[str] = frozenset()
         if config.init_weights:  # fine-tuning: start from earlier weights (a checkpoint, if any, wins)
-            self.net = load_model(resolve(base, config.init_weights), allow_random=False)[0].to(self.device)
+            net = load_model(resolve(base, config.init_weights), allow_random=False)[0]
+            if config.network:
+                net, added = extended(net, **config.network)
+                self.added = frozenset(added)
+            self.net = net.to(self.device)
         else:
-            self.net = LimNet(LimNetConfig()).to(self.device)
+            self.net = LimNet(LimNetConfig(**config.network)).to(self.device)
         self.parallel = self.ranks.data_parallel(self.net)
         self.buffer = QualityBuffer(crop=self.net.config.crop)
         self.use_amp = config.amp and self.device.type == "cuda"
@@ -200,7 +210,7 @@ class Trainer:
         for si, stage in enumerate(self.config.stages):
             if si < start_stage:
                 continue
-            opt = make_optimizer(self.net, stage)
+            opt = make_optimizer(self.net, stage, self.added)
             step, elapsed, best = 0, 0.0, None
             if state and si == start_stage:
                 step, elapsed, best = state["step"], state["elapsed"], state["best"]
@@ -293,7 +303,7 @@ class Trainer:
         for i, g in enumerate(train.group):
             by_group.setdefault(int(g), []).append(i)
         groups = np.array(sorted(by_group))
-        opt = make_optimizer(self.net, stage)
+        opt = make_optimizer(self.net, stage, self.added)
         best, best_state = self._keep_better_head(si, stage, 0, val, None, None, train_candidates=len(train))
         started, order, at = time.time(), self.rng.permutation(groups), 0
         last = stage.steps
