@@ -5,7 +5,6 @@ from .limnet import LimNet, LimNetConfig, count_parameters, extended
 from .weights import WeightsError, WeightsInfo, load_model, save_weights
 
 __all__ = [
-    "extended",
     "LimNet", "LimNetConfig", "SliceFeatures", "WeightsError", "WeightsInfo", "count_parameters",
-    "load_model", "save_weights",
+    "extended", "load_model", "save_weights",
 ]
