@@ -7,11 +7,14 @@ import pytest
 import torch
 
 from napari_limnet.engine.crops import (
+    NEAR_WINDOW_MM,
     Roi,
     click_maps,
     crop_image,
     crop_mask,
     full_roi,
+    looks_like_leak,
+    near_window,
     paste_logits,
     roi_around,
     zoom_prior,
@@ -82,3 +85,26 @@ def test_a_coarse_first_mask_is_not_carried_into_the_zoomed_pass():
     assert zoom_prior(large, whole, 128) is large
     close_up = Roi(0, 0, 100, 100)  # a window the crop does not shrink: its mask is not coarse
     assert zoom_prior(small[100:200, 100:200], close_up, 128).any()
+
+
+def test_a_fresh_click_gets_a_second_look_near_it_on_slices_wider_than_the_near_window():
+    """CT slices of 128 pixels at 3 mm (384 mm): a square of NEAR_WINDOW_MM around the positive click,
+    spread clicks widen it; on a slice no wider than that, or with no positive click, none."""
+    ct = full_roi((128, 128), (3.0, 3.0))
+    near = near_window([(60, 70)], ct, (3.0, 3.0))
+    assert near.h == near.w and near.h * 3.0 >= NEAR_WINDOW_MM and near.h < 128
+    assert near.y0 <= 60 < near.y0 + near.h and near.x0 <= 70 < near.x0 + near.w
+    spread = near_window([(20, 20), (100, 100)], ct, (3.0, 3.0))
+    assert spread is None  # twice their 81-pixel spread is wider than the slice
+    assert near_window([], ct, (3.0, 3.0)) is None
+    assert near_window([(60, 70)], full_roi((96, 96), (1.0, 1.0)), (1.0, 1.0)) is None
+
+
+def test_a_whole_slice_mask_many_times_the_near_one_looks_like_a_leak():
+    near = np.zeros((64, 64), bool)
+    near[30:34, 30:34] = True
+    leak = np.zeros_like(near)
+    leak[20:44, 20:44] = True
+    assert looks_like_leak(leak, near)
+    assert not looks_like_leak(near | np.roll(near, 3, axis=0), near)
+    assert not looks_like_leak(leak, np.zeros_like(near))  # nothing near the click: keep the whole-slice look

@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # floor with margin.
 ONE_CLICK_DICE_FLOOR = 0.7
 SMALL_STRUCTURES_ONE_CLICK_FLOOR = 0.62  # mean over 24 ACDC val structures; 0.576 when the zoom kept the coarse mask
+CT_ONE_CLICK_FLOOR = 0.32  # mean over 21 structures of 4 CT val cases: 0.363; whole-slice look alone 0.215
 
 
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
@@ -253,6 +254,35 @@ def test_one_click_on_small_structures_of_whole_real_slices(shared_data):
             z = largest_slice(ref)
             dices.append(one_click_dice(net, image[z], ref[z], spacing[1:]))
     assert np.mean(dices) > SMALL_STRUCTURES_ONE_CLICK_FLOOR
+
+
+def test_one_click_on_small_ct_structures_of_whole_slices(shared_data):
+    """Head-and-neck structures of 10-60 pixels on a 128-pixel CT slice: seen on the whole slice, one
+    click outlines a head-sized region; the look near the click must replace it."""
+    net, _ = load_model()
+    dices = []
+    for case in json.loads((shared_data / "splits.json").read_text())["openkbp_hn_ct"]["val"][:4]:
+        image, labels, spacing = read_case(shared_data, "openkbp_hn_ct", case)
+        for value in np.unique(labels[labels > 0]):
+            ref = labels == value
+            if ref.sum() >= 50:
+                z = largest_slice(ref)
+                dices.append(one_click_dice(net, image[z], ref[z], spacing[1:]))
+    assert len(dices) >= 20 and np.mean(dices) > CT_ONE_CLICK_FLOOR
+
+
+def test_an_organ_wider_than_the_near_window_keeps_its_whole_slice_look(shared_data):
+    """The left atrium with every spacing tripled (150-220 mm across, like a liver): through the near
+    window one click gives a blob inside it (2D Dice 0.03-0.25), which must not replace the whole-slice
+    mask."""
+    net, _ = load_model()
+    dices = []
+    for case in json.loads((shared_data / "splits.json").read_text())["la2018_lgemri"]["val"][:4]:
+        image, labels, spacing = read_case(shared_data, "la2018_lgemri", case)
+        ref = labels == 1
+        z = largest_slice(ref)
+        dices.append(one_click_dice(net, image[z], ref[z], tuple(3.0 * s for s in spacing[1:])))
+    assert np.mean(dices) > ONE_CLICK_DICE_FLOOR
 
 
 def test_validation_measures_what_the_evaluation_measures(ellipsoid):

@@ -14,6 +14,8 @@ from torch.nn import functional as F
 
 MIN_ROI = 24
 COARSE_SPAN = 0.3  # zoom_prior: a first mask narrower than this share of a shrunk whole-slice window is coarse
+NEAR_WINDOW_MM = 128.0  # a fresh click's second first look: a window this wide around the positive clicks
+LEAK_RATIO = 3.0  # looks_like_leak: a whole-slice mask this many times the near window's is a leak
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,33 @@ def zoom_in(mask: np.ndarray, roi: Roi, clicks, spacing: tuple[float, float], cr
         return None
     zoom = roi_around(mask, clicks, mask.shape, spacing)
     return None if zoom == roi else (zoom, zoom_prior(mask, roi, crop))
+
+
+def near_window(pos, first: Roi, spacing: tuple[float, float]) -> Roi | None:
+    """The second first look of a fresh click (``looks_like_leak``): ``NEAR_WINDOW_MM`` around the
+    positive clicks (wider if they are spread), or None where that is not smaller than ``first``."""
+    if not len(pos):
+        return None
+    pts = np.asarray(pos, dtype=float).reshape(-1, 2)
+    (y0, x0), (y1, x1) = pts.min(axis=0), pts.max(axis=0)
+    pix = min(spacing)
+    spread_mm = max((y1 - y0 + 1) * spacing[0], (x1 - x0 + 1) * spacing[1])
+    side_mm = max(NEAR_WINDOW_MM, MIN_ROI * pix, 2 * spread_mm)
+    roi = _square((y0 + y1) / 2, (x0 + x1) / 2, side_mm, spacing, snap=8)
+    return None if roi.h >= first.h or roi.w >= first.w else roi
+
+
+def looks_like_leak(whole: np.ndarray, near: np.ndarray) -> bool:
+    """Whether a fresh click's whole-slice mask may have leaked: more than ``LEAK_RATIO`` times the
+    mask that the same click gives through ``near_window``.
+
+    The interaction module sizes a mask partly by the window it is shown: on a whole CT slice a spinal
+    cord of 6 pixels comes out ~10 times too large, while through the near window the click gets the
+    structure's size. Area alone cannot tell that leak from an organ wider than the near window (drawn
+    whole on the whole slice, as a blob through the near window; the CT's leaks span 90-180 mm, like
+    such organs), so the engine lets the quality head decide between the two where this holds
+    (docs/evaluation.md, "The first click's window")."""
+    return bool(near.any() and whole.sum() > LEAK_RATIO * near.sum())
 
 
 def zoom_prior(mask: np.ndarray, roi: Roi, crop: int) -> np.ndarray:

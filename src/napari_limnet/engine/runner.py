@@ -22,6 +22,8 @@ from .crops import (
     crop_image,
     crop_mask,
     interaction_window,
+    looks_like_leak,
+    near_window,
     paste_logits,
     prompt_maps,
     quality_inputs,
@@ -98,13 +100,26 @@ class NetworkRunner:
     def segment_slice(self, z: int, pos: list, neg: list, prev: np.ndarray,
                       hint: np.ndarray | None = None) -> np.ndarray:
         """The interaction module on slice z: all the slice's clicks plus its current mask -> 2D mask.
-        Without a previous mask the first pass sees the whole slice (or the window around ``hint``, the
-        object on a nearby slice), then zooms in on its result (``zoom_prior`` says whether the first
-        pass's mask goes along)."""
+        Without a previous mask the first look sees the whole slice (or the window around ``hint``, the
+        object on a nearby slice) and a second one the window near the clicks, kept where the first
+        looks like a leak and the quality head rates the second higher; each look zooms in on its
+        result."""
         clicks = list(pos) + list(neg)
         roi = interaction_window(prev, clicks, self.slice_shape, self.spacing, hint)
-        mask = self._interact(z, roi, pos, neg, prev)
-        again = None if prev.any() else zoom_in(mask, roi, clicks, self.spacing, self.crop)
+        if prev.any():
+            return self._interact(z, roi, pos, neg, prev)
+        mask = self._first_look(z, roi, pos, neg)
+        near = near_window(pos, roi, self.spacing)
+        if near is None:
+            return mask
+        small = self._first_look(z, near, pos, neg)
+        return small if looks_like_leak(mask, small) and self.score(z, small) > self.score(z, mask) else mask
+
+    def _first_look(self, z: int, roi: Roi, pos: list, neg: list) -> np.ndarray:
+        """A pass over ``roi`` from the clicks alone, then the zoomed pass on its result (``zoom_prior``
+        says whether that result goes along)."""
+        mask = self._interact(z, roi, pos, neg, np.zeros(self.slice_shape, dtype=bool))
+        again = zoom_in(mask, roi, list(pos) + list(neg), self.spacing, self.crop)
         return self._interact(z, again[0], pos, neg, again[1]) if again else mask
 
     @torch.inference_mode()
