@@ -87,17 +87,22 @@ def test_a_coarse_first_mask_is_not_carried_into_the_zoomed_pass():
     assert zoom_prior(small[100:200, 100:200], close_up, 128).any()
 
 
-def test_a_fresh_click_gets_a_second_look_near_it_on_slices_wider_than_the_near_window():
+def test_a_fresh_click_gets_a_second_look_near_it_where_the_first_mask_is_wide():
     """CT slices of 128 pixels at 3 mm (384 mm): a square of NEAR_WINDOW_MM around the positive click,
-    spread clicks widen it; on a slice no wider than that, or with no positive click, none."""
+    spread clicks widen it. None on a slice no wider than that, with no positive click, or where the
+    whole-slice mask spans less than half the near window (nothing that could be a leak)."""
     ct = full_roi((128, 128), (3.0, 3.0))
-    near = near_window([(60, 70)], ct, (3.0, 3.0))
+    wide = np.zeros((128, 128), bool)
+    wide[30:70, 40:90] = True  # 150 mm across
+    near = near_window([(60, 70)], ct, wide, (3.0, 3.0))
     assert near.h == near.w and near.h * 3.0 >= NEAR_WINDOW_MM and near.h < 128
     assert near.y0 <= 60 < near.y0 + near.h and near.x0 <= 70 < near.x0 + near.w
-    spread = near_window([(20, 20), (100, 100)], ct, (3.0, 3.0))
-    assert spread is None  # twice their 81-pixel spread is wider than the slice
-    assert near_window([], ct, (3.0, 3.0)) is None
-    assert near_window([(60, 70)], full_roi((96, 96), (1.0, 1.0)), (1.0, 1.0)) is None
+    assert near_window([(20, 20), (100, 100)], ct, wide, (3.0, 3.0)) is None  # 2x their spread > the slice
+    assert near_window([], ct, wide, (3.0, 3.0)) is None
+    small = np.zeros_like(wide)
+    small[55:65, 65:75] = True  # 30 mm
+    assert near_window([(60, 70)], ct, small, (3.0, 3.0)) is None
+    assert near_window([(60, 70)], full_roi((96, 96), (1.0, 1.0)), wide[:96, :96], (1.0, 1.0)) is None
 
 
 def test_a_whole_slice_mask_many_times_the_near_one_looks_like_a_leak():

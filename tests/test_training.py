@@ -28,8 +28,8 @@ from napari_limnet.training.round_candidates import (
     head_loss,
     ranking_loss,
 )
-from napari_limnet.training.sampler import Sampler
-from napari_limnet.training.steps import QualityBuffer, interaction_step
+from napari_limnet.training.sampler import Sample, Sampler
+from napari_limnet.training.steps import QualityBuffer, add_first_looks, interaction_step
 from napari_limnet.training.synthetic import synthetic_volume
 from napari_limnet.training.trainer import make_optimizer
 from napari_limnet.training.validation import evaluate_object, summarize
@@ -102,6 +102,21 @@ def test_short_training_lowers_loss(tmp_path):
         value.backward()
         opt.step()
     assert float(loss().detach()) < 0.9 * before
+
+
+def test_the_quality_head_is_shown_both_first_looks_of_a_fresh_click():
+    """A disc of 150 mm on a 384 mm slice: the whole-slice look and the near window's both enter the
+    quality buffer, each with its true Dice, as the engine chooses between them."""
+    yy, xx = np.mgrid[:128, :128]
+    ref = (yy - 64) ** 2 + (xx - 60) ** 2 <= 25**2
+    image = np.where(ref, 0.7, 0.3).astype(np.float32) + np.random.default_rng(0).normal(0, 0.02, ref.shape)
+    sample = Sample(image[None].astype(np.float32), ref[None], (3.0, 3.0))
+    buffer = QualityBuffer()
+    net = load_model()[0].eval()
+    with torch.no_grad():
+        add_first_looks(net, buffer, np.random.default_rng(0), sample, torch.device("cpu"))
+    assert len(buffer.dices) == 2 and all(0 <= d <= 1 for d in buffer.dices)
+    assert buffer.dices[0] > 0.5  # the whole-slice look of a large, clear disc
 
 
 @pytest.mark.slow

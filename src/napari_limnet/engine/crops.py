@@ -106,10 +106,15 @@ def zoom_in(mask: np.ndarray, roi: Roi, clicks, spacing: tuple[float, float], cr
     return None if zoom == roi else (zoom, zoom_prior(mask, roi, crop))
 
 
-def near_window(pos, first: Roi, spacing: tuple[float, float]) -> Roi | None:
+def near_window(pos, first: Roi, first_mask: np.ndarray, spacing: tuple[float, float]) -> Roi | None:
     """The second first look of a fresh click (``looks_like_leak``): ``NEAR_WINDOW_MM`` around the
-    positive clicks (wider if they are spread), or None where that is not smaller than ``first``."""
-    if not len(pos):
+    positive clicks (wider if they are spread). None where that is not smaller than ``first``, or where
+    the first look's mask spans less than half of it: the leaks this look catches spanned 90-180 mm on
+    the val sources, and skipping it spares two network passes on most clicks."""
+    if not len(pos) or not first_mask.any():
+        return None
+    r0, r1, c0, c1 = _box(first_mask)
+    if max((r1 - r0 + 1) * spacing[0], (c1 - c0 + 1) * spacing[1]) < NEAR_WINDOW_MM / 2:
         return None
     pts = np.asarray(pos, dtype=float).reshape(-1, 2)
     (y0, x0), (y1, x1) = pts.min(axis=0), pts.max(axis=0)

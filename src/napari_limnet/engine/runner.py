@@ -108,14 +108,14 @@ class NetworkRunner:
         roi = interaction_window(prev, clicks, self.slice_shape, self.spacing, hint)
         if prev.any():
             return self._interact(z, roi, pos, neg, prev)
-        mask = self._first_look(z, roi, pos, neg)
-        near = near_window(pos, roi, self.spacing)
+        mask = self.first_look(z, roi, pos, neg)
+        near = near_window(pos, roi, mask, self.spacing)
         if near is None:
             return mask
-        small = self._first_look(z, near, pos, neg)
+        small = self.first_look(z, near, pos, neg)
         return small if looks_like_leak(mask, small) and self.score(z, small) > self.score(z, mask) else mask
 
-    def _first_look(self, z: int, roi: Roi, pos: list, neg: list) -> np.ndarray:
+    def first_look(self, z: int, roi: Roi, pos: list, neg: list) -> np.ndarray:
         """A pass over ``roi`` from the clicks alone, then the zoomed pass on its result (``zoom_prior``
         says whether that result goes along)."""
         mask = self._interact(z, roi, pos, neg, np.zeros(self.slice_shape, dtype=bool))
