@@ -17,6 +17,7 @@ from napari_limnet.engine.crops import (
     near_window,
     paste_logits,
     roi_around,
+    sized_by_window,
     zoom_prior,
 )
 
@@ -103,6 +104,8 @@ def test_a_fresh_click_gets_a_second_look_near_it_where_the_first_mask_is_wide()
     small[55:65, 65:75] = True  # 30 mm
     assert near_window([(60, 70)], ct, small, (3.0, 3.0)) is None
     assert near_window([(60, 70)], full_roi((96, 96), (1.0, 1.0)), wide[:96, :96], (1.0, 1.0)) is None
+    wider = near_window([(60, 70)], ct, wide, (3.0, 3.0), side_mm=2 * NEAR_WINDOW_MM)
+    assert wider.h * 3.0 >= 2 * NEAR_WINDOW_MM and wider.h < 128
 
 
 def test_a_whole_slice_mask_many_times_the_near_one_looks_like_a_leak():
@@ -113,3 +116,13 @@ def test_a_whole_slice_mask_many_times_the_near_one_looks_like_a_leak():
     assert looks_like_leak(leak, near)
     assert not looks_like_leak(near | np.roll(near, 3, axis=0), near)
     assert not looks_like_leak(leak, np.zeros_like(near))  # nothing near the click: keep the whole-slice look
+
+
+def test_a_mask_that_shrinks_with_its_window_was_sized_by_the_window():
+    whole = np.zeros((64, 64), bool)
+    whole[10:50, 10:50] = True
+    half = np.zeros_like(whole)
+    half[20:40, 20:40] = True  # a quarter of the area through a window half as wide
+    assert sized_by_window(whole, half)
+    assert not sized_by_window(whole, whole & ~np.eye(64, dtype=bool))  # the same outline
+    assert not sized_by_window(whole, np.zeros_like(whole))

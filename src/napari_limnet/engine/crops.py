@@ -15,7 +15,8 @@ from torch.nn import functional as F
 MIN_ROI = 24
 COARSE_SPAN = 0.3  # zoom_prior: a first mask narrower than this share of a shrunk whole-slice window is coarse
 NEAR_WINDOW_MM = 128.0  # a fresh click's second first look: a window this wide around the positive clicks
-LEAK_RATIO = 3.0  # looks_like_leak: a whole-slice mask this many times the near window's is a leak
+LEAK_RATIO = 3.0  # looks_like_leak: a whole-slice mask this many times the near window's may be a leak
+SCALE_RATIO = 2.0  # sized_by_window: a whole-slice mask this many times the one through twice the near window
 
 
 @dataclass(frozen=True)
@@ -106,11 +107,12 @@ def zoom_in(mask: np.ndarray, roi: Roi, clicks, spacing: tuple[float, float], cr
     return None if zoom == roi else (zoom, zoom_prior(mask, roi, crop))
 
 
-def near_window(pos, first: Roi, first_mask: np.ndarray, spacing: tuple[float, float]) -> Roi | None:
-    """The second first look of a fresh click (``looks_like_leak``): ``NEAR_WINDOW_MM`` around the
-    positive clicks (wider if they are spread). None where that is not smaller than ``first``, or where
-    the first look's mask spans less than half of it: the leaks this look catches spanned 90-180 mm on
-    the val sources, and skipping it spares two network passes on most clicks."""
+def near_window(pos, first: Roi, first_mask: np.ndarray, spacing: tuple[float, float],
+                side_mm: float = NEAR_WINDOW_MM) -> Roi | None:
+    """The second first look of a fresh click (``looks_like_leak``): ``side_mm`` around the positive
+    clicks (wider if they are spread). None where that is not smaller than ``first``, or where the
+    first look's mask spans less than half of ``NEAR_WINDOW_MM``: the leaks this look catches spanned
+    90-180 mm on the val sources, and skipping it spares two network passes on most clicks."""
     if not len(pos) or not first_mask.any():
         return None
     r0, r1, c0, c1 = _box(first_mask)
@@ -120,7 +122,7 @@ def near_window(pos, first: Roi, first_mask: np.ndarray, spacing: tuple[float, f
     (y0, x0), (y1, x1) = pts.min(axis=0), pts.max(axis=0)
     pix = min(spacing)
     spread_mm = max((y1 - y0 + 1) * spacing[0], (x1 - x0 + 1) * spacing[1])
-    side_mm = max(NEAR_WINDOW_MM, MIN_ROI * pix, 2 * spread_mm)
+    side_mm = max(side_mm, MIN_ROI * pix, 2 * spread_mm)
     roi = _square((y0 + y1) / 2, (x0 + x1) / 2, side_mm, spacing, snap=8)
     return None if roi.h >= first.h or roi.w >= first.w else roi
 
@@ -133,9 +135,18 @@ def looks_like_leak(whole: np.ndarray, near: np.ndarray) -> bool:
     cord of 6 pixels comes out ~10 times too large, while through the near window the click gets the
     structure's size. Area alone cannot tell that leak from an organ wider than the near window (drawn
     whole on the whole slice, as a blob through the near window; the CT's leaks span 90-180 mm, like
-    such organs), so the engine lets the quality head decide between the two where this holds
+    such organs): the engine then asks the quality head and ``sized_by_window``
     (docs/evaluation.md, "The first click's window")."""
     return bool(near.any() and whole.sum() > LEAK_RATIO * near.sum())
+
+
+def sized_by_window(whole: np.ndarray, wider: np.ndarray) -> bool:
+    """Whether a whole-slice mask shrinks by more than ``SCALE_RATIO`` through a window twice as wide
+    as the near one: an object's own outline does not change with the window it is seen through, a
+    mask sized by the window does. An organ wider than the near window is drawn much the same through
+    the wider one (1.2-1.7 times, the val sources with tripled spacing), a CT leak shrinks (1.8-21
+    times for most)."""
+    return bool(wider.any() and whole.sum() > SCALE_RATIO * wider.sum())
 
 
 def zoom_prior(mask: np.ndarray, roi: Roi, crop: int) -> np.ndarray:

@@ -17,6 +17,7 @@ from ..intensity import hounsfield_to_unit, is_hounsfield
 from ..model import LimNet, SliceFeatures
 from ..model.limnet import fused_for_inference
 from .crops import (
+    NEAR_WINDOW_MM,
     Roi,
     box_prior,
     crop_image,
@@ -27,6 +28,7 @@ from .crops import (
     paste_logits,
     prompt_maps,
     quality_inputs,
+    sized_by_window,
     zoom_in,
 )
 from .propagation import Track, anchor_window, memory_entries
@@ -101,19 +103,27 @@ class NetworkRunner:
                       hint: np.ndarray | None = None) -> np.ndarray:
         """The interaction module on slice z: all the slice's clicks plus its current mask -> 2D mask.
         Without a previous mask the first look sees the whole slice (or the window around ``hint``, the
-        object on a nearby slice) and a second one the window near the clicks, kept where the first
-        looks like a leak and the quality head rates the second higher; each look zooms in on its
-        result."""
+        object on a nearby slice); ``near_look`` may replace its mask."""
         clicks = list(pos) + list(neg)
         roi = interaction_window(prev, clicks, self.slice_shape, self.spacing, hint)
         if prev.any():
             return self._interact(z, roi, pos, neg, prev)
-        mask = self.first_look(z, roi, pos, neg)
+        return self.near_look(z, roi, pos, neg, self.first_look(z, roi, pos, neg))
+
+    def near_look(self, z: int, roi: Roi, pos: list, neg: list, mask: np.ndarray) -> np.ndarray:
+        """The mask through a window near the clicks where the first look's ``mask`` over ``roi``
+        looks like a leak (``looks_like_leak``) and either the quality head rates the near mask higher
+        or ``mask`` was sized by its window (``sized_by_window``); else ``mask``."""
         near = near_window(pos, roi, mask, self.spacing)
         if near is None:
             return mask
         small = self.first_look(z, near, pos, neg)
-        return small if looks_like_leak(mask, small) and self.score(z, small) > self.score(z, mask) else mask
+        if not looks_like_leak(mask, small):
+            return mask
+        if self.score(z, small) > self.score(z, mask):
+            return small
+        wider = near_window(pos, roi, mask, self.spacing, side_mm=2 * NEAR_WINDOW_MM)
+        return small if wider is not None and sized_by_window(mask, self.first_look(z, wider, pos, neg)) else mask
 
     def first_look(self, z: int, roi: Roi, pos: list, neg: list) -> np.ndarray:
         """A pass over ``roi`` from the clicks alone, then the zoomed pass on its result (``zoom_prior``
