@@ -135,8 +135,7 @@ def looks_like_leak(whole: np.ndarray, near: np.ndarray) -> bool:
     cord of 6 pixels comes out ~10 times too large, while through the near window the click gets the
     structure's size. Area alone cannot tell that leak from an organ wider than the near window (drawn
     whole on the whole slice, as a blob through the near window; the CT's leaks span 90-180 mm, like
-    such organs): the engine then asks the quality head and ``sized_by_window``
-    (docs/evaluation.md, "The first click's window")."""
+    such organs): ``sized_by_window`` decides (docs/evaluation.md, "The first click's window")."""
     return bool(near.any() and whole.sum() > LEAK_RATIO * near.sum())
 
 

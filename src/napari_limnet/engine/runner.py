@@ -112,16 +112,14 @@ class NetworkRunner:
 
     def near_look(self, z: int, roi: Roi, pos: list, neg: list, mask: np.ndarray) -> np.ndarray:
         """The mask through a window near the clicks where the first look's ``mask`` over ``roi``
-        looks like a leak (``looks_like_leak``) and either the quality head rates the near mask higher
-        or ``mask`` was sized by its window (``sized_by_window``); else ``mask``."""
+        looks like a leak (``looks_like_leak``) and was sized by its window (``sized_by_window``);
+        else ``mask``."""
         near = near_window(pos, roi, mask, self.spacing)
         if near is None:
             return mask
         small = self.first_look(z, near, pos, neg)
         if not looks_like_leak(mask, small):
             return mask
-        if self.score(z, small) > self.score(z, mask):
-            return small
         wider = near_window(pos, roi, mask, self.spacing, side_mm=2 * NEAR_WINDOW_MM)
         return small if wider is not None and sized_by_window(mask, self.first_look(z, wider, pos, neg)) else mask
 

@@ -24,7 +24,6 @@ class StageConfig:
     max_minutes: float = 0.0
     freeze_norm: bool = False  # keep every BatchNorm's statistics fixed (fine-tuning with small batches)
     added_lr_scale: float = 1.0  # parameters that the init weights lack (``network`` options) learn this much faster
-    first_looks: float = 0.0  # share of interaction samples adding steps.add_first_looks
     objects: int = 0  # fusion stage: train objects whose protocol rounds are harvested
     clicks: int = 10  # fusion stage: protocol clicks per harvested object
 

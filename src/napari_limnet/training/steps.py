@@ -16,9 +16,7 @@ from ..engine.crops import (
     Roi,
     crop_image,
     crop_mask,
-    full_roi,
     interaction_window,
-    near_window,
     paste_logits,
     prompt_maps,
     quality_inputs,
@@ -26,7 +24,6 @@ from ..engine.crops import (
 )
 from ..engine.propagation import Track, anchor_window, memory_entries
 from ..engine.propagation import step as walk_step
-from ..engine.runner import NetworkRunner
 from ..model import LimNet
 from .sampler import Sample
 from .simulate import perturb_mask
@@ -79,29 +76,6 @@ def add_perturbed(buffer: QualityBuffer, rng, image: np.ndarray, ref: np.ndarray
     r = rng.random()
     wrong = np.zeros_like(ref) if r < 0.15 else ref if r < 0.3 else perturb_mask(rng, ref)
     buffer.add(image, wrong, ref, spacing)
-
-
-FIRST_LOOK_SCALES = (1.0, 3.0)  # add_first_looks: pixel spacing stretched log-uniformly between these
-
-
-def add_first_looks(net: LimNet, buffer: QualityBuffer, rng, sample: Sample, device) -> None:
-    """The engine's two looks at a fresh click (whole slice, near window) on the sample's slice 0, for
-    the quality head, which chooses between them where the whole-slice mask looks like a leak
-    (``engine.crops.looks_like_leak``). The spacing is stretched so that objects wider than the near
-    window, rare in the training sources and drawn there as a blob inside the organ, are among them."""
-    image, ref = sample.image[0], sample.mask[0]
-    if not ref.any():
-        return
-    scale = float(np.exp(rng.uniform(*np.log(FIRST_LOOK_SCALES))))
-    spacing = (sample.spacing[0] * scale, sample.spacing[1] * scale)
-    runner = NetworkRunner(net, image[None], spacing, device)
-    click = [interior_click(rng, ref, spacing)]
-    whole_roi = full_roi(ref.shape, spacing)
-    whole = runner.first_look(0, whole_roi, click, [])
-    buffer.add(image, whole, ref, spacing)
-    near = near_window(click, whole_roi, whole, spacing)
-    if near is not None:
-        buffer.add(image, runner.first_look(0, near, click, []), ref, spacing)
 
 
 @dataclass

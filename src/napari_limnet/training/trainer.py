@@ -21,7 +21,7 @@ from .distributed import Ranks
 from .pack import read_pack
 from .round_candidates import Candidates, decision_gain, harvest_object, head_loss, predict
 from .sampler import Sampler
-from .steps import QualityBuffer, add_first_looks, interaction_step, propagation_step, quality_loss
+from .steps import QualityBuffer, interaction_step, propagation_step, quality_loss
 from .synthetic import synthetic_volume
 from .validation import evaluate_objects, summarize, val_objects
 
@@ -198,11 +198,6 @@ class Trainer:
         with contextlib.nullcontext() if learner is self.net else torch.no_grad():
             seg = (interaction_step(self.net, samples, self.rng, max_rounds=self.config.max_clicks, **kw)
                    if interaction else propagation_step(self.net, samples, self.rng, **kw))
-        if interaction and stage.first_looks:
-            with torch.no_grad():
-                for sample in samples:
-                    if self.rng.random() < stage.first_looks:
-                        add_first_looks(self.net, self.buffer, self.rng, sample, self.device)
         with self._autocast():
             q = quality_loss(self.net, self.buffer, self.rng, 4 * stage.batch, self.device)
         loss = q if stage.kind == "quality" else seg + q
