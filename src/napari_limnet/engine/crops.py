@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 MIN_ROI = 24
 COARSE_SPAN = 0.3  # zoom_prior: a first mask narrower than this share of a shrunk whole-slice window is coarse
-NEAR_WINDOW_MM = 128.0  # a fresh click's second first look: a window this wide around the positive clicks
+NEAR_WINDOW_MM = 128.0  # near_window: a fresh click looked at again through a window this wide
 LEAK_RATIO = 3.0  # looks_like_leak: a whole-slice mask this many times the near window's may be a leak
 SCALE_RATIO = 2.0  # sized_by_window: a whole-slice mask this many times the one through twice the near window
 
@@ -109,7 +109,7 @@ def zoom_in(mask: np.ndarray, roi: Roi, clicks, spacing: tuple[float, float], cr
 
 def near_window(pos, first: Roi, first_mask: np.ndarray, spacing: tuple[float, float],
                 side_mm: float = NEAR_WINDOW_MM) -> Roi | None:
-    """The second first look of a fresh click (``looks_like_leak``): ``side_mm`` around the positive
+    """Where a fresh click is looked at again (``looks_like_leak``): ``side_mm`` around the positive
     clicks (wider if they are spread). None where that is not smaller than ``first``, or where the
     first look's mask spans less than half of ``NEAR_WINDOW_MM``: the leaks this look catches spanned
     90-180 mm on the val sources, and skipping it spares two network passes on most clicks."""
@@ -142,9 +142,9 @@ def looks_like_leak(whole: np.ndarray, near: np.ndarray) -> bool:
 def sized_by_window(whole: np.ndarray, wider: np.ndarray) -> bool:
     """Whether a whole-slice mask shrinks by more than ``SCALE_RATIO`` through a window twice as wide
     as the near one: an object's own outline does not change with the window it is seen through, a
-    mask sized by the window does. An organ wider than the near window is drawn much the same through
-    the wider one (1.2-1.7 times, the val sources with tripled spacing), a CT leak shrinks (1.8-21
-    times for most)."""
+    mask sized by the window does. An organ as wide as the near window or wider is drawn much the same
+    through the wider one (1.0-1.7 times smaller; val atria with doubled or tripled spacing), a CT leak
+    shrinks (1.8-21 times for most)."""
     return bool(wider.any() and whole.sum() > SCALE_RATIO * wider.sum())
 
 

@@ -103,27 +103,27 @@ class NetworkRunner:
                       hint: np.ndarray | None = None) -> np.ndarray:
         """The interaction module on slice z: all the slice's clicks plus its current mask -> 2D mask.
         Without a previous mask the first look sees the whole slice (or the window around ``hint``, the
-        object on a nearby slice); ``near_look`` may replace its mask."""
+        object on a nearby slice); ``_near_look`` may replace its mask."""
         clicks = list(pos) + list(neg)
         roi = interaction_window(prev, clicks, self.slice_shape, self.spacing, hint)
         if prev.any():
             return self._interact(z, roi, pos, neg, prev)
-        return self.near_look(z, roi, pos, neg, self.first_look(z, roi, pos, neg))
+        return self._near_look(z, roi, pos, neg, self._first_look(z, roi, pos, neg))
 
-    def near_look(self, z: int, roi: Roi, pos: list, neg: list, mask: np.ndarray) -> np.ndarray:
+    def _near_look(self, z: int, roi: Roi, pos: list, neg: list, mask: np.ndarray) -> np.ndarray:
         """The mask through a window near the clicks where the first look's ``mask`` over ``roi``
         looks like a leak (``looks_like_leak``) and was sized by its window (``sized_by_window``);
         else ``mask``."""
         near = near_window(pos, roi, mask, self.spacing)
         if near is None:
             return mask
-        small = self.first_look(z, near, pos, neg)
+        small = self._first_look(z, near, pos, neg)
         if not looks_like_leak(mask, small):
             return mask
         wider = near_window(pos, roi, mask, self.spacing, side_mm=2 * NEAR_WINDOW_MM)
-        return small if wider is not None and sized_by_window(mask, self.first_look(z, wider, pos, neg)) else mask
+        return small if wider is not None and sized_by_window(mask, self._first_look(z, wider, pos, neg)) else mask
 
-    def first_look(self, z: int, roi: Roi, pos: list, neg: list) -> np.ndarray:
+    def _first_look(self, z: int, roi: Roi, pos: list, neg: list) -> np.ndarray:
         """A pass over ``roi`` from the clicks alone, then the zoomed pass on its result (``zoom_prior``
         says whether that result goes along)."""
         mask = self._interact(z, roi, pos, neg, np.zeros(self.slice_shape, dtype=bool))
