@@ -242,32 +242,32 @@ def test_one_click_segments_a_real_validation_case(shared_data):
     assert one_click_dice(net, image[z][window], ref[z][window], spacing[1:]) > ONE_CLICK_DICE_FLOOR
 
 
+def largest_slice_dices(shared_data, source: str, cases: int, values=None, *, min_voxels: int = 0,
+                        scale: float = 1.0) -> list[float]:
+    """``one_click_dice`` on the largest slice of each structure (``values``, or every label with at
+    least ``min_voxels`` voxels) of the first val cases of ``source``, in-plane spacing times ``scale``."""
+    net, _ = load_model()
+    dices = []
+    for case in json.loads((shared_data / "splits.json").read_text())[source]["val"][:cases]:
+        image, labels, spacing = read_case(shared_data, source, case)
+        for value in values or np.unique(labels[labels > 0]):
+            ref = labels == value
+            if ref.sum() >= min_voxels:
+                z = largest_slice(ref)
+                dices.append(one_click_dice(net, image[z], ref[z], tuple(scale * s for s in spacing[1:])))
+    return dices
+
+
 def test_one_click_on_small_structures_of_whole_real_slices(shared_data):
     """Cardiac structures cover a few per cent of a 256-pixel short-axis slice, which the first pass
     sees shrunk to the crop: one click on each structure's largest slice (first 8 ACDC val cases)."""
-    net, _ = load_model()
-    dices = []
-    for case in json.loads((shared_data / "splits.json").read_text())["acdc_cine_mri"]["val"][:8]:
-        image, labels, spacing = read_case(shared_data, "acdc_cine_mri", case)
-        for value in (1, 2, 3):
-            ref = labels == value
-            z = largest_slice(ref)
-            dices.append(one_click_dice(net, image[z], ref[z], spacing[1:]))
-    assert np.mean(dices) > SMALL_STRUCTURES_ONE_CLICK_FLOOR
+    assert np.mean(largest_slice_dices(shared_data, "acdc_cine_mri", 8, (1, 2, 3))) > SMALL_STRUCTURES_ONE_CLICK_FLOOR
 
 
 def test_one_click_on_small_ct_structures_of_whole_slices(shared_data):
     """Head-and-neck structures of 10-60 pixels on a 128-pixel CT slice: seen on the whole slice, one
     click outlines a head-sized region; the look near the click must replace it."""
-    net, _ = load_model()
-    dices = []
-    for case in json.loads((shared_data / "splits.json").read_text())["openkbp_hn_ct"]["val"][:4]:
-        image, labels, spacing = read_case(shared_data, "openkbp_hn_ct", case)
-        for value in np.unique(labels[labels > 0]):
-            ref = labels == value
-            if ref.sum() >= 50:
-                z = largest_slice(ref)
-                dices.append(one_click_dice(net, image[z], ref[z], spacing[1:]))
+    dices = largest_slice_dices(shared_data, "openkbp_hn_ct", 4, min_voxels=50)
     assert len(dices) >= 20 and np.mean(dices) > CT_ONE_CLICK_FLOOR
 
 
@@ -276,14 +276,7 @@ def test_an_organ_as_wide_as_the_near_window_keeps_its_whole_slice_look(shared_d
     """The left atrium with every spacing doubled or tripled (100-220 mm across, like a kidney or a
     liver): through the near window one click gives a blob inside it (2D Dice 0.03-0.4), which must
     not replace the whole-slice mask (the quality head preferred it on some doubled atria)."""
-    net, _ = load_model()
-    dices = []
-    for case in json.loads((shared_data / "splits.json").read_text())["la2018_lgemri"]["val"][:4]:
-        image, labels, spacing = read_case(shared_data, "la2018_lgemri", case)
-        ref = labels == 1
-        z = largest_slice(ref)
-        dices.append(one_click_dice(net, image[z], ref[z], tuple(scale * s for s in spacing[1:])))
-    assert np.mean(dices) > ONE_CLICK_DICE_FLOOR
+    assert np.mean(largest_slice_dices(shared_data, "la2018_lgemri", 4, (1,), scale=scale)) > ONE_CLICK_DICE_FLOOR
 
 
 def test_validation_measures_what_the_evaluation_measures(ellipsoid):

@@ -59,6 +59,11 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
+def _extent_mm(r0: float, r1: float, c0: float, c1: float, spacing: tuple[float, float]) -> float:
+    """The larger side, in mm, of rows r0..r1 by columns c0..c1 (inclusive)."""
+    return max((r1 - r0 + 1) * spacing[0], (c1 - c0 + 1) * spacing[1])
+
+
 def roi_around(mask: np.ndarray | None, points_yx, shape: tuple[int, int],
                spacing: tuple[float, float] = (1.0, 1.0), *, expand: float = 0.4, margin: int = 8) -> Roi:
     """Window around the mask and the points, enlarged for context, snapped to a coarse grid so that
@@ -77,7 +82,7 @@ def roi_around(mask: np.ndarray | None, points_yx, shape: tuple[int, int],
     if not ys:
         return full
     pix = min(spacing)
-    extent_mm = max((max(ys) - min(ys) + 1) * spacing[0], (max(xs) - min(xs) + 1) * spacing[1])
+    extent_mm = _extent_mm(min(ys), max(ys), min(xs), max(xs), spacing)
     side_mm = max(MIN_ROI * pix, extent_mm * (1 + expand) + 2 * margin * pix)
     roi = _square((min(ys) + max(ys)) / 2, (min(xs) + max(xs)) / 2, side_mm, spacing, snap=8)
     if roi.h >= full.h or roi.w >= full.w:
@@ -115,14 +120,12 @@ def near_window(pos, first: Roi, first_mask: np.ndarray, spacing: tuple[float, f
     90-180 mm on the val sources, and skipping it spares two network passes on most clicks."""
     if not len(pos) or not first_mask.any():
         return None
-    r0, r1, c0, c1 = _box(first_mask)
-    if max((r1 - r0 + 1) * spacing[0], (c1 - c0 + 1) * spacing[1]) < NEAR_WINDOW_MM / 2:
+    if _extent_mm(*_box(first_mask), spacing) < NEAR_WINDOW_MM / 2:
         return None
     pts = np.asarray(pos, dtype=float).reshape(-1, 2)
     (y0, x0), (y1, x1) = pts.min(axis=0), pts.max(axis=0)
     pix = min(spacing)
-    spread_mm = max((y1 - y0 + 1) * spacing[0], (x1 - x0 + 1) * spacing[1])
-    side_mm = max(side_mm, MIN_ROI * pix, 2 * spread_mm)
+    side_mm = max(side_mm, MIN_ROI * pix, 2 * _extent_mm(y0, y1, x0, x1, spacing))
     roi = _square((y0 + y1) / 2, (x0 + x1) / 2, side_mm, spacing, snap=8)
     return None if roi.h >= first.h or roi.w >= first.w else roi
 
