@@ -488,7 +488,8 @@ def test_propagation_stops_half_a_width_past_the_clicked_slice(weights):
 
 def test_a_positive_click_past_the_reach_carries_the_object_on(weights):
     image, reference = ellipsoid_volume(shape=(60, 48, 48), radii=(24, 6, 6))  # a tube along the slices
-    s = Session(image, weights=weights, fusion=False)  # the newest round must fill the gap by itself
+    # the reach as a hard limit, so that the first round stops short; the newest round must fill the gap by itself
+    s = Session(image, weights=weights, fusion=False, reach_confidence=None)
     first = s.click((30, 24, 24))
     end = 30 + reach_in_slices(first[30], REACH, (1.0, 1.0), 1.0)
     assert not first[end + 1:].any()
@@ -587,15 +588,17 @@ def test_suspects_are_the_worst_rated_slices_the_user_has_not_touched(session):
     assert suspects == everything[:4] and len(everything) == len(shown - {12, 6})
 
 
-def test_reach_quality_lets_a_well_rated_object_run_past_the_reach(weights):
-    """A long object clicked with a short reach stops early; with ``reach_quality`` the walk goes on while
-    the quality head rates the slices well, but never past where the walk with no reach at all ends."""
+def test_a_confident_walk_runs_past_the_reach_to_the_end_of_a_long_object(weights):
+    """A long object clicked with a short reach: with the reach as a hard limit the walk stops early;
+    by default it goes on while the network is confident of its slice masks, covers the object's
+    slices, and never runs past where the walk with no reach at all ends."""
     image, ref = ellipsoid_volume(shape=(40, 48, 48), radii=(16, 10, 10))
     extent = {}
-    for name, options in (("reach", {"reach": 0.3}), ("quality", {"reach": 0.3, "reach_quality": 0.5}),
+    for name, options in (("fixed", {"reach": 0.3, "reach_confidence": None}), ("confident", {"reach": 0.3}),
                           ("none", {"reach": math.inf})):
         mask = Session(image, weights=weights, **options).click((20, 24, 24))
         extent[name] = int(mask.any(axis=(1, 2)).sum())
-    assert extent["reach"] < extent["quality"] <= extent["none"]
-    with pytest.raises(ValueError, match="reach_quality"):
-        Session(image, weights=weights, reach_quality=1.5)
+    assert extent["fixed"] < extent["confident"] <= extent["none"]
+    assert extent["confident"] >= 0.9 * int(ref.any(axis=(1, 2)).sum())
+    with pytest.raises(ValueError, match="reach_confidence"):
+        Session(image, weights=weights, reach_confidence=1.5)

@@ -14,7 +14,7 @@ from napari_limnet.evaluation import find_cases, noc, object_metrics
 from napari_limnet.evaluation.baselines import RandomWalkerSession, coarse_shape
 from napari_limnet.evaluation.cli import main as eval_main
 from napari_limnet.evaluation.report import ALL, POOLED, markdown_table, summary_rows
-from napari_limnet.evaluation.runner import thin_slices
+from napari_limnet.evaluation.runner import object_crop, thin_slices
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -222,6 +222,31 @@ def test_slice_gap_evaluates_every_kth_slice_at_the_wider_spacing(synthetic_data
     assert record["voxels"] == int(ref[::2].sum()) and record["clicks"][0][0] < 5
     assert "every slice nearest 4 mm apart" in (out / "summary.md").read_text()
     assert eval_main([str(synthetic_data), "--slice-gap", "0", "--out", str(out)]) == 2
+
+
+def test_object_crop_is_the_bounding_box_grown_by_the_margin_and_clipped_to_the_volume():
+    ref = np.zeros((10, 32, 32), dtype=bool)
+    ref[1:4, 10:15, 20:30] = True
+    view = object_crop(ref, (3, 2))
+    assert view == (slice(0, 6), slice(7, 18), slice(17, 32))
+    assert ref[view].sum() == ref.sum()
+
+
+def test_crop_margin_evaluates_each_object_alone_on_its_crop(synthetic_data, tmp_path):
+    """``--crop-margin``: the clicks land in the object's crop (coordinates of the crop, which holds the
+    whole object), under a method name of its own; a malformed margin is refused."""
+    out = tmp_path / "crop"
+    code = eval_main([str(synthetic_data), "--split", "val", "--crop-margin", "2,1", "--max-clicks", "2",
+                      "--methods", "random-walker", "--out", str(out), "--quiet"])
+    assert code == 0
+    (record,) = [json.loads(line) for line in (out / "objects.jsonl").read_text().splitlines()]
+    volume, ref = _sphere_volume((10, 32, 32), 4.5)
+    shape = ref[object_crop(ref, (2, 1))].shape
+    assert record["method"] == "random-walker/crop" and record["voxels"] == int(ref.sum())
+    assert all(0 <= c < n for click in record["clicks"] for c, n in zip(click[:3], shape))
+    assert record["dice"][-1] > 0.5
+    assert "each object on its box + 2 px, 1 slices" in (out / "summary.md").read_text()
+    assert eval_main([str(synthetic_data), "--crop-margin", "16", "--out", str(out)]) == 2
 
 
 def test_eval_command_reports_bad_input(tmp_path, capsys):

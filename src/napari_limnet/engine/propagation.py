@@ -106,6 +106,16 @@ def step(net: LimNet, tracks: list[Track], feats: SliceFeatures, key: torch.Tens
     return logits, masks
 
 
+def confidence(logits: torch.Tensor) -> float:
+    """How sure the network is of a slice mask (1 x 1 x S x S logits): its mean probability over the
+    crop pixels it puts in the mask (0 for an empty mask). Inside an object it stays near 1; where a
+    walk runs on past the object's end, onto tissue that only resembles it, it drops (a
+    hippocampus's slowly shrinking tail, a lesion's neighbour; docs/evaluation.md)."""
+    prob = torch.sigmoid(logits.detach().float())
+    inside = prob > 0.5
+    return float(prob[inside].mean()) if bool(inside.any()) else 0.0
+
+
 def resample_hidden(hidden: torch.Tensor, old: Roi, new: Roi) -> torch.Tensor:
     """Move the sensory state from the previous slice's window to this slice's window (zeros where
     the new window sees what the old one did not)."""

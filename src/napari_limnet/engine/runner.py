@@ -31,10 +31,11 @@ from .crops import (
     sized_by_window,
     zoom_in,
 )
-from .propagation import Track, anchor_window, memory_entries
+from .propagation import Track, anchor_window, confidence, memory_entries
 from .propagation import step as walk_step
 
 REACH = 0.5  # default reach of propagation past the outermost user slice holding the object, in object widths
+REACH_CONFIDENCE = 0.85  # past the reach, a walk goes on while its slice masks are at least this confident
 
 
 def object_slices_beyond(anchors: dict[int, np.ndarray], z: int, step: int) -> list[int]:
@@ -170,7 +171,7 @@ class NetworkRunner:
     @torch.inference_mode()
     def propagate(self, start: int, mask: np.ndarray, step: int, anchors: dict[int, np.ndarray],
                   entries: list, cancelled: Callable[[], bool], last: int | None = None,
-                  quality_floor: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
+                  confidence_floor: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Walk from slice ``start`` (mask given) in direction ``step``; yield (z, mask). Fusion scores
         a mask later, and only where several rounds reach the slice.
         The walk ends at the first anchor (user slice) that holds the object: the slices beyond it keep
@@ -178,9 +179,10 @@ class NetworkRunner:
         that it belongs to. An empty anchor the user made is a wall: the walk ends there unless a later
         anchor holds the object (then it goes on, with that empty slice in memory, up to that anchor).
         Once the track has ended (EMPTY_STOP empty slices), the walk yields empty slices; so it does past
-        slice ``last`` (None: no limit), unless ``quality_floor`` is set: then it goes on past ``last``
-        for as long as the quality head rates each new slice's mask at least that, and ends at the first
-        slice rated lower (the object's end, as the network sees it, rather than a fixed distance)."""
+        slice ``last`` (None: no limit), unless ``confidence_floor`` is set: then it goes on past ``last``
+        for as long as the network's ``confidence`` in each new slice's mask is at least that, and ends
+        at the first slice where it is lower (the object's end as the network sees it, so that a tube or
+        a long organ is followed past a fixed distance and a tail past the object's end is not)."""
         seed_feats, _ = self.features(start, anchor_window(mask, self.spacing))
         track = Track.open(entries, self.net.initial_hidden(seed_feats), mask, self.spacing)
         z = start + step
@@ -192,14 +194,14 @@ class NetworkRunner:
                 if anchors[z].any() or not object_slices_beyond(anchors, z, step):
                     return
                 track.mask = anchors[z]
-            elif track.ended or (past_last and quality_floor is None):
+            elif track.ended or (past_last and confidence_floor is None):
                 yield z, np.zeros(self.slice_shape, dtype=bool)
             else:
                 roi = track.window()
                 feats, key = self.features(z, roi)
                 with self._autocast():
-                    _, (out,) = walk_step(self.net, [track], feats, key, [roi])
-                if past_last and out.any() and self.score(z, out) < quality_floor:
+                    logits, (out,) = walk_step(self.net, [track], feats, key, [roi])
+                if past_last and out.any() and confidence(logits) < confidence_floor:
                     track.end()
                     out = np.zeros_like(out)
                 yield z, out

@@ -3,7 +3,9 @@
 A session belongs to one object in one volume. Each click is a round: the clicked slice's 2D mask
 (all clicks ever made on that slice take part), then propagation in both directions, with every
 user-interacted slice as a permanent memory anchor, up to the nearest user slice that holds the object
-or, past the outermost one, ``reach`` object widths (a compact-object prior; ``math.inf``: no limit).
+or, past the outermost one, ``reach`` object widths (a compact-object prior; ``math.inf``: no limit) and
+beyond them for as long as the network stays confident of each slice's mask (``reach_confidence``;
+None: the reach is a hard limit), so that a tube or a long organ is followed to its end.
 Where rounds overlap, ``fusion`` (Multi-Round Result Fusion, on by default, engine/fusion.py) keeps the
 one propagated from the nearest user slice, or between equally near ones from different user slices the
 one the quality head rates clearly better; without it the newest wins.
@@ -39,7 +41,7 @@ from ..prompts import check_box, check_point
 from .device import configure_cpu_threads, resolve_device
 from .fusion import Round, SliceMask, choose_round
 from .parallel import interleave, walk_threads
-from .runner import REACH, NetworkRunner, object_slices_beyond, reach_in_slices
+from .runner import REACH, REACH_CONFIDENCE, NetworkRunner, object_slices_beyond, reach_in_slices
 
 EDIT_ANCHORS = 4  # hand-edited slices nearest to the click that join the permanent memory
 TRIM_KEEP = 0.7  # share of a slice's mask that negative clicks alone must leave for the object to stay there
@@ -136,7 +138,7 @@ class Session:
     def __init__(self, volume, spacing=(1.0, 1.0, 1.0), axis: int = 0, device: str = "auto", *,
                  weights: str | Path | tuple[LimNet, WeightsInfo] | None = None,
                  initial_mask: np.ndarray | None = None, fusion: bool = True, reach: float = REACH,
-                 reach_quality: float | None = None,
+                 reach_confidence: float | None = REACH_CONFIDENCE,
                  threads: int | None = None) -> None:
         self.volume = _check_volume(volume)
         if axis not in (0, 1, 2):
@@ -155,9 +157,10 @@ class Session:
             self.reach = math.nan
         if not self.reach > 0:
             raise ValueError(f"reach must be a positive number of object widths (math.inf: no limit), got {reach!r}")
-        if reach_quality is not None and not 0 < reach_quality < 1:
-            raise ValueError(f"reach_quality must be a predicted Dice between 0 and 1, or None, got {reach_quality!r}")
-        self.reach_quality = reach_quality
+        if reach_confidence is not None and not 0 < reach_confidence < 1:
+            raise ValueError(f"reach_confidence must be a probability between 0 and 1, or None, "
+                             f"got {reach_confidence!r}")
+        self.reach_confidence = reach_confidence
         self.shape = self.volume.shape
         in_plane = tuple(s for i, s in enumerate(self.spacing) if i != axis)
         self._runner = NetworkRunner(net, np.moveaxis(self.volume, axis, 0), in_plane, self.device)
@@ -470,7 +473,7 @@ class Session:
         ahead = object_slices_beyond(anchors, start, step)
         if mask2d.any() and not (trimmed and ahead):
             walk = self._runner.propagate(start, mask2d, step, anchors, entries, cancelled,
-                                          self._reach_end(start, mask2d, step, anchors), self.reach_quality)
+                                          self._reach_end(start, mask2d, step, anchors), self.reach_confidence)
             return ((z, out, start) for z, out in walk)
         if ahead:
             source = min(ahead, key=lambda z: abs(z - start))

@@ -47,6 +47,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", choices=("oracle", "suspects"), default="oracle",
                    help="where corrections go: the slice with the most errors (oracle, default), or only the "
                         "slices the widget names as suspect (where to look next)")
+    p.add_argument("--crop-margin", default=None, metavar="PX,SLICES",
+                   help="each object alone on its bounding box grown by PX pixels in-plane and SLICES slices "
+                        "(e.g. 16,4: the view of the unseen-source figures in docs/evaluation.md); default: "
+                        "every object in the whole volume")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no printed table")
 
 
@@ -64,6 +68,18 @@ def _split_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+def _crop_margin(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        in_plane, slices = (int(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"--crop-margin takes two whole numbers PX,SLICES (e.g. 16,4), got {text!r}") from None
+    if in_plane < 0 or slices < 0:
+        raise ValueError(f"--crop-margin must not be negative, got {text!r}")
+    return in_plane, slices
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from .methods import MethodContext
     from .report import plot_dice_curves, render_markdown
@@ -76,6 +92,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"--slice-gap must be a positive number of mm, got {args.slice_gap}")
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    crop_margin = _crop_margin(args.crop_margin)
     cases = find_cases(args.data, split=args.split, splits_file=args.splits,
                        sources=_split_list(args.sources), limit=args.limit)
     out = Path(args.out)
@@ -84,13 +101,15 @@ def run_eval(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     records = evaluate(cases, methods, out / "objects.jsonl", context=context, max_clicks=args.max_clicks,
                        min_voxels=args.min_voxels, seed=args.seed, slice_gap=args.slice_gap,
-                       progress=not args.quiet, first_prompt=args.first_prompt, user=args.user)
+                       progress=not args.quiet, first_prompt=args.first_prompt, user=args.user,
+                       crop_margin=crop_margin)
     elapsed = time.perf_counter() - started
     if not records:
         raise ValueError(f"no objects of at least {args.min_voxels} voxels in the selected cases")
     notes = [f"data: {args.data}" + (f", split {args.split}" if args.split else "")
              + (f", first {args.limit} case(s) per source" if args.limit else "")
-             + (f", every slice nearest {args.slice_gap:g} mm apart" if args.slice_gap else ""),
+             + (f", every slice nearest {args.slice_gap:g} mm apart" if args.slice_gap else "")
+             + (f", each object on its box + {crop_margin[0]} px, {crop_margin[1]} slices" if crop_margin else ""),
              f"{len(cases)} cases, methods {', '.join(methods)}, {args.max_clicks} clicks per object, "
              f"seed {args.seed}, {elapsed:.0f} s in all", f"first prompt {args.first_prompt}, user {args.user}",
              context.describe()]

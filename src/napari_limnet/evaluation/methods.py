@@ -51,8 +51,8 @@ METHODS = {
     "limnet": partial(_open_limnet, fusion=True),
     "limnet-no-mrf": partial(_open_limnet, fusion=False),  # ablation: newest round wins on every slice
     "limnet-no-reach": partial(_open_limnet, fusion=True, reach=math.inf),  # ablation: no compact-object prior
-    # past the reach, propagation goes on while the quality head rates a slice's mask at least 0.5
-    "limnet-quality-reach": partial(_open_limnet, fusion=True, reach_quality=0.5),
+    # ablation: the reach is a hard limit (no walk past it, however confident the network is)
+    "limnet-fixed-reach": partial(_open_limnet, fusion=True, reach_confidence=None),
     "random-walker": _open_random_walker,
 }
 

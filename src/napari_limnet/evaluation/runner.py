@@ -93,6 +93,19 @@ def thin_slices(image: np.ndarray, labels: np.ndarray, spacing, gap: float | Non
     return image[::k], labels[::k], (float(spacing[0]) * k, *spacing[1:])
 
 
+def object_crop(ref: np.ndarray, margin: tuple[int, int]) -> tuple[slice, slice, slice]:
+    """The object's bounding box grown by ``margin`` (in-plane pixels, slices) and clipped to the
+    volume: the view in which the unseen-source figures of issue 23 were measured (a user who crops
+    around the structure first, or a scan that holds little else). There a propagation past the
+    object's end can leak over ``margin[1]`` slices at most, unlike in a whole scan."""
+    in_plane, slices = margin
+    box = []
+    for axis, grow in zip(range(3), (slices, in_plane, in_plane)):
+        hits = np.flatnonzero(ref.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(int(hits[0]) - grow, 0), min(int(hits[-1]) + grow + 1, ref.shape[axis])))
+    return tuple(box)
+
+
 def seed_everything(seed: int) -> None:
     """Same seed before every object, so one object's result does not depend on which ran before it."""
     random.seed(seed)
@@ -122,11 +135,13 @@ def check_cases(cases: Sequence[Case]) -> None:
 def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
              context: MethodContext | None = None, max_clicks: int = 20, min_voxels: int = 50, seed: int = 0,
              slice_gap: float | None = None, progress: bool = True, first_prompt: str = "click",
-             user: str = "oracle") -> list[dict]:
+             user: str = "oracle", crop_margin: tuple[int, int] | None = None) -> list[dict]:
     """Evaluate ``methods`` on every object of ``cases`` (seen through ``thin_slices`` with
     ``slice_gap``); write each record to ``jsonl_path`` (replaced) as soon as it is complete, and
     return all records. ``first_prompt`` and ``user`` choose the simulated user (``clicks.simulate``);
-    a record's method name carries them (``limnet/box``, ``limnet/suspects``) so reports keep them apart."""
+    a record's method name carries them (``limnet/box``, ``limnet/suspects``) so reports keep them apart.
+    With ``crop_margin`` each object is seen alone, on its ``object_crop`` (method name ``.../crop``),
+    in a session of its own."""
     from tqdm import tqdm
 
     unknown = [m for m in methods if m not in METHODS]
@@ -140,6 +155,7 @@ def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
             raise ValueError(f"{', '.join(plain)} take(s) clicks only: --first-prompt box and --user suspects "
                              f"need a LIM-Net session ({', '.join(sorted(NETWORK_METHODS))})")
     suffix = ("/box" if first_prompt == "box" else "") + ("/suspects" if user == "suspects" else "")
+    suffix += "/crop" if crop_margin is not None else ""
     check_cases(cases)
     context = context or MethodContext()
     records = []
@@ -153,10 +169,14 @@ def evaluate(cases: Sequence[Case], methods: Sequence[str], jsonl_path, *,
             if not objects:
                 continue
             for method in methods:
-                session = METHODS[method](data, spacing, context)
+                session = None if crop_margin else METHODS[method](data, spacing, context)
                 for value, ref in objects:
                     bar.set_postfix_str(f"{case.source}/{case.name} label {value} {method}")
                     seed_everything(seed)
+                    if crop_margin:
+                        view = object_crop(ref, crop_margin)
+                        ref = ref[view]
+                        session = METHODS[method](data[view], spacing, context)
                     session.reset()
                     record = {"source": case.source, "case": case.name, "label": value,
                               "voxels": int(ref.sum()), "method": method + suffix,
