@@ -108,8 +108,8 @@ def _add_segment_parser(sub) -> None:
                    help="let the newest round win on every slice it reached, instead of multi-round fusion "
                         "(each slice from the nearest clicked slice)")
     p.add_argument("--no-reach", action="store_true",
-                   help="let propagation run past half the object's width beyond the clicked slice "
-                        "(for long, tube-like structures)")
+                   help="no limit on propagation: by default it goes half the object's width beyond the "
+                        "clicked slice and further only while the network stays confident of the object")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=run_segment)
 

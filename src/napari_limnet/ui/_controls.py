@@ -59,10 +59,11 @@ class Controls(QWidget):
                                     "result propagated from the nearest slice you clicked, so a correction far away "
                                     "does not replace it. Off: the newest round wins everywhere it reached. Applies "
                                     "to objects started from now on")
-        self.reach_check = _option("Limit reach", "On (compact objects): propagation stops about half the object's "
-                                   "width past the last slice you marked it on, so it does not run past the "
-                                   "object's end. Turn off for long, tube-like structures (vessels, bowel, spine). "
-                                   "Applies to objects started from now on")
+        self.reach_check = _option("Limit reach", "On (default): propagation goes about half the object's width "
+                                   "past the last slice you marked it on, and further only while the network stays "
+                                   "confident of the object, so that a tube or a long organ is followed and a "
+                                   "result seldom runs past the object's end. Off: no limit, until the network "
+                                   "finds no object. Applies to objects started from now on")
         self.overwrite_check = QCheckBox("Overwrite other objects")
         self.overwrite_check.setToolTip("Let this object take voxels that belong to other objects")
 
