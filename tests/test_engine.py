@@ -19,6 +19,7 @@ from napari_limnet.engine.crops import quality_inputs
 from napari_limnet.engine.fusion import PREFERRED_MARGIN, Round, SliceMask, choose_round
 from napari_limnet.engine.memory_bank import MemoryBank, pool_entry
 from napari_limnet.engine.parallel import interleave
+from napari_limnet.engine.propagation import confidence, goes_on_past_reach
 from napari_limnet.engine.runner import REACH, NetworkRunner, reach_in_slices
 
 
@@ -586,6 +587,26 @@ def test_suspects_are_the_worst_rated_slices_the_user_has_not_touched(session):
     assert scores == sorted(scores) and all(0.0 <= s <= 1.0 for s in scores)
     everything = session.suspects(n=100)  # every rated slice: the first four are the worst of them
     assert suspects == everything[:4] and len(everything) == len(shown - {12, 6})
+
+
+def test_past_the_reach_a_walk_needs_a_confident_mask_no_larger_than_twice_its_start():
+    """Confidence: the mean probability inside the mask. A confident mask of the start's size goes on;
+    an unsure one, or a confident one that has spread to over twice the start's area (a leak into the
+    background, as weights less sure of an object's end make), ends the walk."""
+    start = np.zeros((32, 32), dtype=bool)
+    start[10:20, 10:20] = True  # 100 pixels
+
+    def logits(prob: float) -> torch.Tensor:
+        inside = torch.full((1, 1, 32, 32), -6.0)
+        inside[..., 8:22, 8:22] = float(np.log(prob / (1 - prob)))
+        return inside
+
+    assert confidence(logits(0.95)) == pytest.approx(0.95, abs=1e-4)
+    assert confidence(torch.full((1, 1, 8, 8), -3.0)) == 0.0  # an empty mask
+    assert goes_on_past_reach(logits(0.95), start, start, 0.85)
+    assert not goes_on_past_reach(logits(0.8), start, start, 0.85)
+    spread = np.ones((32, 32), dtype=bool)  # 1,024 pixels
+    assert not goes_on_past_reach(logits(0.95), spread, start, 0.85)
 
 
 def test_a_confident_walk_runs_past_the_reach_to_the_end_of_a_long_object(weights):

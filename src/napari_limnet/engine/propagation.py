@@ -26,6 +26,7 @@ MIN_PIXELS = 3  # a predicted slice mask smaller than this counts as empty
 WALK_EXPAND = 0.5  # the next slice's window: the last mask's box enlarged by this share, for motion
 WORKING_FRAMES = 4  # working memory of a walk, in slices
 LONGTERM_ELEMENTS = 512  # long-term memory of a walk, in pooled elements
+REACH_GROWTH = 2.0  # past the reach, a slice mask larger than this many times the start slice's ends a walk
 
 
 def anchor_window(mask: np.ndarray, spacing: tuple[float, float]) -> Roi:
@@ -114,6 +115,15 @@ def confidence(logits: torch.Tensor) -> float:
     prob = torch.sigmoid(logits.detach().float())
     inside = prob > 0.5
     return float(prob[inside].mean()) if bool(inside.any()) else 0.0
+
+
+def goes_on_past_reach(logits: torch.Tensor, mask: np.ndarray, start: np.ndarray, floor: float) -> bool:
+    """Whether a walk that has passed the reach keeps slice ``mask`` (from ``logits``) and goes on: the
+    network's ``confidence`` in it is at least ``floor`` (the object's end as the network sees it, so
+    that a tube or a long organ is followed past a fixed distance and a tail past the object's end is
+    not), and it is no larger than ``REACH_GROWTH`` times the ``start`` slice's mask (weights less sure
+    of where an object ends can spread over the background with confidence; docs/evaluation.md)."""
+    return confidence(logits) >= floor and int(mask.sum()) <= REACH_GROWTH * int(start.sum())
 
 
 def resample_hidden(hidden: torch.Tensor, old: Roi, new: Roi) -> torch.Tensor:

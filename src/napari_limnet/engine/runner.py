@@ -31,7 +31,7 @@ from .crops import (
     sized_by_window,
     zoom_in,
 )
-from .propagation import Track, anchor_window, confidence, memory_entries
+from .propagation import Track, anchor_window, goes_on_past_reach, memory_entries
 from .propagation import step as walk_step
 
 REACH = 0.5  # default reach of propagation past the outermost user slice holding the object, in object widths
@@ -180,9 +180,7 @@ class NetworkRunner:
         anchor holds the object (then it goes on, with that empty slice in memory, up to that anchor).
         Once the track has ended (EMPTY_STOP empty slices), the walk yields empty slices; so it does past
         slice ``last`` (None: no limit), unless ``confidence_floor`` is set: then it goes on past ``last``
-        for as long as the network's ``confidence`` in each new slice's mask is at least that, and ends
-        at the first slice where it is lower (the object's end as the network sees it, so that a tube or
-        a long organ is followed past a fixed distance and a tail past the object's end is not)."""
+        for as long as ``goes_on_past_reach`` says so, and ends at the first slice where it does not."""
         seed_feats, _ = self.features(start, anchor_window(mask, self.spacing))
         track = Track.open(entries, self.net.initial_hidden(seed_feats), mask, self.spacing)
         z = start + step
@@ -201,7 +199,7 @@ class NetworkRunner:
                 feats, key = self.features(z, roi)
                 with self._autocast():
                     logits, (out,) = walk_step(self.net, [track], feats, key, [roi])
-                if past_last and out.any() and confidence(logits) < confidence_floor:
+                if past_last and out.any() and not goes_on_past_reach(logits, out, mask, confidence_floor):
                     track.end()
                     out = np.zeros_like(out)
                 yield z, out
