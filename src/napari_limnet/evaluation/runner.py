@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from napari_limnet.clicks import simulate
 from napari_limnet.io import VolumeError, probe_volume, read_volume
@@ -99,11 +100,9 @@ def object_crop(ref: np.ndarray, margin: tuple[int, int]) -> tuple[slice, slice,
     around the structure first, or a scan that holds little else). There a propagation past the
     object's end can leak over ``margin[1]`` slices at most, unlike in a whole scan."""
     in_plane, slices = margin
-    box = []
-    for axis, grow in zip(range(3), (slices, in_plane, in_plane)):
-        hits = np.flatnonzero(ref.any(axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(max(int(hits[0]) - grow, 0), min(int(hits[-1]) + grow + 1, ref.shape[axis])))
-    return tuple(box)
+    (box,) = ndimage.find_objects(ref.astype(np.uint8))
+    return tuple(slice(max(b.start - grow, 0), min(b.stop + grow, size))
+                 for b, grow, size in zip(box, (slices, in_plane, in_plane), ref.shape))
 
 
 def seed_everything(seed: int) -> None:
